@@ -1,0 +1,107 @@
+//! The counters bucket on S3.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::SdkError;
+use bytes::Bytes;
+use tally_core::ports::{
+    ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, StoreError, normalize_etag,
+};
+
+use crate::store_error;
+
+/// Objects in S3, through one client (any bucket the event names).
+#[derive(Clone, Debug)]
+pub struct S3ObjectStore {
+    client: Client,
+}
+
+impl S3ObjectStore {
+    pub fn new(client: Client) -> S3ObjectStore {
+        S3ObjectStore { client }
+    }
+}
+
+/// S3 answers 404 for a missing key or version (`NoSuchKey`, `NoSuchVersion`,
+/// or a bodiless `NotFound` to HEAD): all mean "no such object".
+fn is_not_found<E>(error: &SdkError<E, HttpResponse>) -> bool {
+    error
+        .raw_response()
+        .is_some_and(|response| response.status().as_u16() == 404)
+}
+
+impl ObjectStore for S3ObjectStore {
+    async fn get(
+        &self,
+        location: &ObjectLocation,
+        max_bytes: u64,
+    ) -> Result<Option<(ObjectMeta, ObjectBody)>, StoreError> {
+        let operation = || {
+            format!(
+                "S3 GetObject s3://{}/{}{}",
+                location.bucket,
+                location.key,
+                location
+                    .version_id
+                    .as_deref()
+                    .map(|v| format!(" version {v}"))
+                    .unwrap_or_default()
+            )
+        };
+        let output = match self
+            .client
+            .get_object()
+            .bucket(&location.bucket)
+            .key(&location.key)
+            .set_version_id(location.version_id.clone())
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(store_error(operation(), e.into_service_error())),
+        };
+        let size = output.content_length.unwrap_or(0).max(0) as u64;
+        let meta = ObjectMeta {
+            etag: normalize_etag(output.e_tag.as_deref().unwrap_or_default()),
+            version_id: output.version_id.clone(),
+            size,
+        };
+        if size > max_bytes {
+            // Dropping the body stream closes the connection without reading it.
+            return Ok(Some((meta, ObjectBody::OverCap)));
+        }
+        let body: Bytes = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::new(operation(), e))?
+            .into_bytes();
+        if body.len() as u64 > max_bytes {
+            return Ok(Some((meta, ObjectBody::OverCap)));
+        }
+        Ok(Some((meta, ObjectBody::Read(body))))
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(output) => Ok(Some(ObjectMeta {
+                etag: normalize_etag(output.e_tag.as_deref().unwrap_or_default()),
+                version_id: output.version_id,
+                size: output.content_length.unwrap_or(0).max(0) as u64,
+            })),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(store_error(
+                format!("S3 HeadObject s3://{bucket}/{key}"),
+                e.into_service_error(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! tally's AWS adapters: the core ports over DynamoDB and S3.
+//!
+//! This is the only crate (with the Lambda `main`s) that knows AWS types. The
+//! stage logic lives in the stage crates, written once over the ports, so the
+//! embedded runtime runs exactly the same code over SQLite and a directory.
+//!
+//! - [`config`]: one SDK configuration for every client, with the retry and
+//!   timeout policy and the handling of custom endpoints;
+//! - [`state_table`]: the state table ([`tally_core::state`]) and its schema;
+//! - [`bucket`]: the S3 bucket the fleet uploads to.
+
+pub mod bucket;
+pub mod config;
+pub mod state_table;
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use tally_core::ports::StoreError;
+
+/// Wraps an SDK error with what was being done, keeping the service's error
+/// code and message (`ProvisionedThroughputExceededException: ...`) rather
+/// than the SDK's generic "service error".
+pub(crate) fn store_error<E>(operation: String, error: E) -> StoreError
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    let detail = match (error.code(), error.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_owned(),
+        _ => DisplayErrorContext(&error).to_string(),
+    };
+    StoreError::new(operation, detail)
+}

@@ -1,0 +1,185 @@
+//! The state table on DynamoDB.
+//!
+//! Items are mapped with `serde_dynamo` from [`StateItem`]; the schema and
+//! its reasons are documented in [`tally_core::state`]. Every expression
+//! names attributes through `#` placeholders: `Date` and `Counters`' keys are
+//! arbitrary, and several attribute names are DynamoDB reserved words.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::client::Waiters;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, StreamSpecification, StreamViewType,
+};
+use tally_core::key::UploadKey;
+use tally_core::ports::{Precondition, PutOutcome, StateStore, StoreError};
+use tally_core::state::{InstanceState, StateItem, attr, partition_key};
+
+use crate::store_error;
+
+/// The state table, reached through one client.
+#[derive(Clone, Debug)]
+pub struct DynamoStateStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStateStore {
+    pub fn new(client: Client, table: impl Into<String>) -> DynamoStateStore {
+        DynamoStateStore {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn operation(&self, verb: &str, key: &UploadKey) -> String {
+        format!(
+            "DynamoDB {verb} on table {} ({}/{})",
+            self.table, key.date, key.instance
+        )
+    }
+}
+
+impl StateStore for DynamoStateStore {
+    async fn get(&self, key: &UploadKey) -> Result<Option<InstanceState>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::PART, AttributeValue::S(partition_key(key)))
+            .key(attr::INSTANCE, AttributeValue::S(key.instance.clone()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error(self.operation("GetItem", key), e.into_service_error()))?;
+        let Some(item) = output.item else {
+            return Ok(None);
+        };
+        let item: StateItem = serde_dynamo::from_item(item)
+            .map_err(|e| StoreError::new(self.operation("decoding the GetItem result", key), e))?;
+        InstanceState::try_from(item)
+            .map(Some)
+            .map_err(|e| StoreError::new(self.operation("reading state", key), e))
+    }
+
+    async fn put(
+        &self,
+        state: &InstanceState,
+        precondition: &Precondition,
+    ) -> Result<PutOutcome, StoreError> {
+        let item = serde_dynamo::to_item(StateItem::from(state)).map_err(|e| {
+            StoreError::new(self.operation("encoding the PutItem item", &state.key), e)
+        })?;
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .expression_attribute_names("#ordering", attr::ORDERING);
+        let request = match precondition {
+            Precondition::Supersedes => {
+                let comparison = if state.ordering.replaces_equal() {
+                    "<="
+                } else {
+                    "<"
+                };
+                request
+                    .condition_expression(format!(
+                        "attribute_not_exists(#part) OR #ordering {comparison} :ordering"
+                    ))
+                    .expression_attribute_names("#part", attr::PART)
+                    .expression_attribute_values(
+                        ":ordering",
+                        AttributeValue::S(state.ordering.as_str().to_owned()),
+                    )
+            }
+            Precondition::Replaces { ordering, etag } => {
+                let request = request
+                    .expression_attribute_names("#etag", attr::ETAG)
+                    .expression_attribute_values(
+                        ":ordering",
+                        AttributeValue::S(ordering.as_str().to_owned()),
+                    );
+                match etag {
+                    Some(etag) => request
+                        .condition_expression("#ordering = :ordering AND #etag = :etag")
+                        .expression_attribute_values(":etag", AttributeValue::S(etag.clone())),
+                    None => request.condition_expression(
+                        "#ordering = :ordering AND attribute_not_exists(#etag)",
+                    ),
+                }
+            }
+        };
+        match request.send().await {
+            Ok(_) => Ok(PutOutcome::Written),
+            Err(e) => {
+                let e = e.into_service_error();
+                if e.is_conditional_check_failed_exception() {
+                    Ok(PutOutcome::PreconditionFailed)
+                } else {
+                    Err(store_error(self.operation("PutItem", &state.key), e))
+                }
+            }
+        }
+    }
+}
+
+/// Creates the state table (on-demand, stream with both images) unless it
+/// exists, and waits until it is active. For test servers and `tally dev up`;
+/// production tables come from the deployment template.
+pub async fn create_state_table(client: &Client, table: &str) -> Result<(), StoreError> {
+    let key = |name: &str, key_type: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(key_type)
+            .build()
+    };
+    let definition = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+    };
+    let operation = || format!("DynamoDB CreateTable {table}");
+    let result = client
+        .create_table()
+        .table_name(table)
+        .key_schema(key(attr::PART, KeyType::Hash).map_err(|e| StoreError::new(operation(), e))?)
+        .key_schema(
+            key(attr::INSTANCE, KeyType::Range).map_err(|e| StoreError::new(operation(), e))?,
+        )
+        .attribute_definitions(definition(attr::PART).map_err(|e| StoreError::new(operation(), e))?)
+        .attribute_definitions(
+            definition(attr::INSTANCE).map_err(|e| StoreError::new(operation(), e))?,
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()
+                .map_err(|e| StoreError::new(operation(), e))?,
+        )
+        .send()
+        .await;
+    match result {
+        Ok(_) => {}
+        Err(e) => {
+            let e = e.into_service_error();
+            if !e.is_resource_in_use_exception() {
+                return Err(store_error(operation(), e));
+            }
+        }
+    }
+    client
+        .wait_until_table_exists()
+        .table_name(table)
+        .wait(std::time::Duration::from_secs(120))
+        .await
+        .map_err(|e| StoreError::new(format!("waiting for table {table}"), e))?;
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! tally's domain, free of AWS types and I/O.
+//!
+//! Everything here is pure so that it can be tested exhaustively and shared,
+//! unchanged, by the Lambda functions and by the embedded runtime:
+//!
+//! - [`body`]: the upload format and why a body is rejected;
+//! - [`key`]: the object-key convention, calendar dates, event-key decoding;
+//! - [`ordering`]: the order of events on one key (S3's `sequencer`);
+//! - [`state`]: the state table's item and its partitioning;
+//! - [`capacity`]: DynamoDB's billing rules, to report real write units;
+//! - [`ports`]: the traits the stages run over, implemented by adapters.
+
+pub mod body;
+pub mod capacity;
+pub mod key;
+pub mod ordering;
+pub mod ports;
+pub mod state;

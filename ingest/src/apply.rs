@@ -1,0 +1,359 @@
+//! Applying one upload notice to the state table, written once over the ports.
+//!
+//! # The goal
+//!
+//! Once uploads stop, each instance's state item holds the last accepted body
+//! of the object that currently exists (or a tombstone if none does), whatever
+//! the delivery did: duplicates, reordering, retries after a partial failure,
+//! concurrent invocations for the same key.
+//!
+//! # The steps, and why each is there
+//!
+//! 1. **Read the stored state** (strongly consistent). If its ordering is
+//!    newer than the notice's, the notice is stale: stop, with no object read
+//!    and no write. If it is the notice's own ordering, this is a redelivery
+//!    of an event already applied: only step 4 runs, because the first
+//!    delivery may have crashed between its write and its check.
+//! 2. **Skip identical re-uploads.** If the event's ETag is the stored one,
+//!    nothing changed: stop without reading the object. Otherwise read the
+//!    object (the event's exact version, when it has one) and parse it. A
+//!    body with the same counters as the stored one also stops here: an
+//!    identical re-upload costs no write and makes no stream record.
+//! 3. **Write conditionally**: only if the stored ordering is still older
+//!    (DynamoDB evaluates the condition atomically with the write), so a
+//!    slow, stale invocation can never overwrite newer state: the seed's
+//!    "lost update". A rejected body writes nothing: the instance keeps its
+//!    last accepted state.
+//! 4. **Check the object again after writing**, and correct the write if the
+//!    object has moved on. Step 2 leaves the stored ordering behind when it
+//!    skips an identical upload; without this check, an older event (say B
+//!    in the uploads A, B, A) processed late could then overwrite A with B
+//!    although A is what the bucket holds. Every write is followed by a HEAD
+//!    of the key, so whichever write lands last is checked against the bucket
+//!    after it lands, and once uploads stop the last check sees the final
+//!    object. The correction replaces only this invocation's own write
+//!    (same ordering and ETag), so it cannot undo a newer one.
+//!
+//! A write whose response was lost (a timeout after the write landed) is
+//! retried by the SDK, fails its condition, and is recognised by re-reading
+//! the state: it is this notice's own state, so the check of step 4 still runs.
+
+use std::fmt;
+
+use tally_core::body::{self, BodyError};
+use tally_core::capacity::{self, MAX_ITEM_BYTES};
+use tally_core::key::parse_key;
+use tally_core::ports::{
+    ObjectBody, ObjectLocation, ObjectStore, Precondition, PutOutcome, StateStore, StoreError,
+    normalize_etag,
+};
+use tally_core::state::{Content, InstanceState};
+
+use crate::event::{Change, Notice};
+
+/// How many times step 4 corrects a write before leaving it to the next event.
+const MAX_CORRECTIONS: usize = 3;
+
+/// What ingest is configured with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestConfig {
+    /// The key prefix of uploads (`counters`).
+    pub prefix: String,
+    /// Bodies larger than this are rejected without being read.
+    pub max_body_bytes: u64,
+    /// When set, events for other buckets are ignored.
+    pub bucket: Option<String>,
+    /// How many records of one invocation are processed at once.
+    pub concurrency: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> IngestConfig {
+        IngestConfig {
+            prefix: tally_core::key::DEFAULT_PREFIX.to_owned(),
+            max_body_bytes: body::DEFAULT_MAX_BODY_BYTES,
+            bucket: None,
+            concurrency: 16,
+        }
+    }
+}
+
+/// Why an upload's body was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error(
+        "the body parses, but its state item would be {bytes} bytes, over DynamoDB's {MAX_ITEM_BYTES}-byte item limit; report fewer or shorter counters per instance"
+    )]
+    ItemTooLarge { bytes: usize },
+}
+
+/// What applying a notice did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The key or bucket is not tally's; nothing to do.
+    Ignored(String),
+    /// The stored state is newer.
+    Stale,
+    /// The stored state came from this very event, delivered before.
+    Duplicate,
+    /// The object's counters are the stored ones.
+    Unchanged,
+    /// The object no longer exists; its removal event will be applied.
+    Gone,
+    /// The body was rejected; the stored state is untouched.
+    Rejected(Rejection),
+    /// The state was written; `corrected` when step 4 had to fix it.
+    Written { corrected: bool },
+    /// A newer state landed first; nothing was written.
+    Superseded,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Ignored(why) => write!(f, "ignored: {why}"),
+            Outcome::Stale => f.write_str("stale"),
+            Outcome::Duplicate => f.write_str("duplicate"),
+            Outcome::Unchanged => f.write_str("unchanged"),
+            Outcome::Gone => f.write_str("object gone"),
+            Outcome::Rejected(r) => write!(f, "rejected: {r}"),
+            Outcome::Written { corrected: false } => f.write_str("written"),
+            Outcome::Written { corrected: true } => f.write_str("written and corrected"),
+            Outcome::Superseded => f.write_str("superseded"),
+        }
+    }
+}
+
+/// DynamoDB capacity a piece of work consumed, by DynamoDB's billing rules.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Capacity {
+    pub read_units: u64,
+    pub write_units: u64,
+    pub writes: u64,
+}
+
+impl std::ops::AddAssign for Capacity {
+    fn add_assign(&mut self, other: Capacity) {
+        self.read_units += other.read_units;
+        self.write_units += other.write_units;
+        self.writes += other.writes;
+    }
+}
+
+/// Ingest's logic over a state store and an object store.
+#[derive(Debug, Clone)]
+pub struct Ingestor<S, O> {
+    state: S,
+    objects: O,
+    config: IngestConfig,
+}
+
+/// The object's content as read: accepted, rejected, or not there.
+enum Read {
+    Live(Content),
+    Rejected(Rejection),
+    Gone,
+}
+
+impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
+    pub fn new(state: S, objects: O, config: IngestConfig) -> Ingestor<S, O> {
+        Ingestor {
+            state,
+            objects,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &IngestConfig {
+        &self.config
+    }
+
+    /// Applies one notice; see the module docs for the steps.
+    pub async fn apply(&self, notice: &Notice) -> Result<(Outcome, Capacity), StoreError> {
+        let mut used = Capacity::default();
+        if let Some(bucket) = &self.config.bucket
+            && bucket != &notice.bucket
+        {
+            return Ok((
+                Outcome::Ignored(format!("bucket {} is not {bucket}", notice.bucket)),
+                used,
+            ));
+        }
+        let key = match parse_key(&notice.object_key, &self.config.prefix) {
+            Ok(key) => key,
+            Err(e) => return Ok((Outcome::Ignored(e.to_string()), used)),
+        };
+
+        // Step 1.
+        let stored = self.state.get(&key).await?;
+        used.read_units += capacity::consistent_read_units(stored.as_ref().map(|s| s.item_size()));
+        if let Some(stored) = &stored {
+            if stored.ordering == notice.ordering && !notice.ordering.replaces_equal() {
+                // This event again. Its first delivery may have written and then
+                // crashed before step 4, so finish step 4 for it.
+                let corrected = self
+                    .check_after_write(stored.clone(), &notice.bucket, &mut used)
+                    .await?;
+                let outcome = if corrected {
+                    Outcome::Written { corrected }
+                } else {
+                    Outcome::Duplicate
+                };
+                return Ok((outcome, used));
+            }
+            if !notice.ordering.supersedes(&stored.ordering) {
+                return Ok((Outcome::Stale, used));
+            }
+        }
+
+        // Step 2.
+        let content = match &notice.change {
+            Change::Removed => Content::Deleted,
+            Change::Created { etag } => {
+                let stored_etag = stored.as_ref().and_then(|s| s.content.etag());
+                if let (Some(event_etag), Some(stored_etag)) = (etag, stored_etag)
+                    && normalize_etag(event_etag) == stored_etag
+                {
+                    return Ok((Outcome::Unchanged, used));
+                }
+                let location = ObjectLocation {
+                    bucket: notice.bucket.clone(),
+                    key: notice.object_key.clone(),
+                    version_id: notice.version_id.clone(),
+                };
+                match self.read(&location).await? {
+                    Read::Live(content) => content,
+                    Read::Rejected(rejection) => return Ok((Outcome::Rejected(rejection), used)),
+                    Read::Gone => return Ok((Outcome::Gone, used)),
+                }
+            }
+        };
+        if let Some(stored) = &stored
+            && stored.content.same_contribution(&content)
+        {
+            return Ok((Outcome::Unchanged, used));
+        }
+
+        // Step 3.
+        let new_state = InstanceState {
+            key,
+            object_key: notice.object_key.clone(),
+            ordering: notice.ordering.clone(),
+            content,
+        };
+        let new_size = new_state.item_size();
+        if new_size > MAX_ITEM_BYTES {
+            return Ok((
+                Outcome::Rejected(Rejection::ItemTooLarge { bytes: new_size }),
+                used,
+            ));
+        }
+        let stored_size = stored.as_ref().map_or(0, |s| s.item_size());
+        used += write_cost(new_size.max(stored_size));
+        match self
+            .state
+            .put(&new_state, &Precondition::Supersedes)
+            .await?
+        {
+            PutOutcome::Written => {}
+            PutOutcome::PreconditionFailed => {
+                // Either a newer state landed, or this very write did and its
+                // response was lost; only in the second case is it ours to check.
+                let now = self.state.get(&new_state.key).await?;
+                used.read_units +=
+                    capacity::consistent_read_units(now.as_ref().map(|s| s.item_size()));
+                if now.as_ref() != Some(&new_state) {
+                    return Ok((Outcome::Superseded, used));
+                }
+            }
+        }
+
+        // Step 4.
+        let corrected = self
+            .check_after_write(new_state, &notice.bucket, &mut used)
+            .await?;
+        Ok((Outcome::Written { corrected }, used))
+    }
+
+    /// Step 4: makes sure the bucket still holds what was just written, and
+    /// corrects this invocation's own write if it does not.
+    async fn check_after_write(
+        &self,
+        mut written: InstanceState,
+        bucket: &str,
+        used: &mut Capacity,
+    ) -> Result<bool, StoreError> {
+        let mut corrected = false;
+        for _ in 0..MAX_CORRECTIONS {
+            let head = self.objects.head(bucket, &written.object_key).await?;
+            let still_current = match (&written.content, &head) {
+                (Content::Deleted, None) => true,
+                (Content::Live { etag, .. }, Some(meta)) => *etag == meta.etag,
+                _ => false,
+            };
+            if still_current {
+                break;
+            }
+            let current = ObjectLocation {
+                bucket: bucket.to_owned(),
+                key: written.object_key.clone(),
+                version_id: None,
+            };
+            let content = match self.read(&current).await? {
+                Read::Live(content) => content,
+                Read::Gone => Content::Deleted,
+                // The newer body is rejected; its own event reports that, and
+                // the instance keeps the body accepted before it.
+                Read::Rejected(_) => break,
+            };
+            if content == written.content {
+                break;
+            }
+            let correction = InstanceState {
+                content,
+                ..written.clone()
+            };
+            let precondition = Precondition::Replaces {
+                ordering: written.ordering.clone(),
+                etag: written.content.etag().map(str::to_owned),
+            };
+            *used += write_cost(correction.item_size().max(written.item_size()));
+            match self.state.put(&correction, &precondition).await? {
+                PutOutcome::Written => {
+                    corrected = true;
+                    written = correction;
+                }
+                // Something newer replaced the write; its writer checks it.
+                PutOutcome::PreconditionFailed => break,
+            }
+        }
+        Ok(corrected)
+    }
+
+    async fn read(&self, location: &ObjectLocation) -> Result<Read, StoreError> {
+        let cap = self.config.max_body_bytes;
+        Ok(match self.objects.get(location, cap).await? {
+            None => Read::Gone,
+            Some((meta, ObjectBody::OverCap)) => {
+                Read::Rejected(Rejection::Body(BodyError::TooLarge {
+                    size: meta.size,
+                    cap,
+                }))
+            }
+            Some((meta, ObjectBody::Read(bytes))) => match body::parse(&bytes, cap) {
+                Ok(counters) => Read::Live(Content::live(&counters, meta.etag, meta.version_id)),
+                Err(e) => Read::Rejected(Rejection::Body(e)),
+            },
+        })
+    }
+}
+
+fn write_cost(item_bytes: usize) -> Capacity {
+    Capacity {
+        read_units: 0,
+        write_units: capacity::write_units(item_bytes),
+        writes: 1,
+    }
+}

@@ -1,0 +1,144 @@
+//! The harness for tally's end-to-end tests: AWS SDK clients pointed at the
+//! AWS API server that `scripts/test` starts on loopback (moto's server
+//! mode), uniquely named resources so tests can share one server, and the
+//! events AWS sends, built from the samples AWS documents.
+//!
+//! There is no fallback: without the server these tests fail, with a message
+//! that says how to run them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use serde_json::Value;
+
+/// The server's endpoint, from `TALLY_TEST_ENDPOINT`.
+pub fn endpoint() -> String {
+    match std::env::var("TALLY_TEST_ENDPOINT") {
+        Ok(endpoint) if !endpoint.is_empty() => endpoint,
+        _ => panic!(
+            "TALLY_TEST_ENDPOINT is not set: these tests need an AWS API server. \
+             Run scripts/test, which installs and starts moto's server and runs every test."
+        ),
+    }
+}
+
+/// SDK configuration for the test server: fixed test credentials, us-east-1,
+/// and the same retry and timeout policy as production ([`tally_aws::config`]).
+pub async fn sdk_config() -> SdkConfig {
+    let base = tally_aws::config::load().await;
+    let mut builder = base.into_builder();
+    builder.set_endpoint_url(Some(endpoint()));
+    builder.set_region(Some(Region::new("us-east-1")));
+    builder.set_credentials_provider(Some(
+        aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+            aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "tests"),
+        ),
+    ));
+    builder.set_behavior_version(Some(BehaviorVersion::latest()));
+    builder.build()
+}
+
+/// A name no other test (or test run against the same server) uses.
+pub fn unique(stem: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{stem}-{}-{n}-{nanos}", std::process::id())
+}
+
+/// A sample event AWS documents (as `sam local generate-event` prints it).
+pub fn aws_sample(name: &str) -> Value {
+    let path = format!(
+        "{}/fixtures/aws-events/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// What an S3 event record says about one object change.
+#[derive(Debug, Clone)]
+pub struct S3Change<'a> {
+    pub event_name: &'a str,
+    pub bucket: &'a str,
+    /// The key as stored; the event carries it URL-encoded, as S3 does.
+    pub key: &'a str,
+    pub etag: Option<&'a str>,
+    pub version_id: Option<&'a str>,
+    pub sequencer: Option<&'a str>,
+}
+
+/// An S3 event in the shape of AWS's documented sample, describing `change`.
+pub fn s3_event(change: &S3Change<'_>) -> Value {
+    let sample = if change.event_name.starts_with("ObjectRemoved") {
+        "s3-delete"
+    } else {
+        "s3-put"
+    };
+    let mut event = aws_sample(sample);
+    let record = &mut event["Records"][0];
+    record["eventName"] = change.event_name.into();
+    record["eventTime"] = "2015-11-16T10:00:00.000Z".into();
+    record["s3"]["bucket"]["name"] = change.bucket.into();
+    record["s3"]["bucket"]["arn"] = format!("arn:aws:s3:::{}", change.bucket).into();
+    let object = record["s3"]["object"]
+        .as_object_mut()
+        .expect("the sample has s3.object");
+    object.insert("key".into(), url_encode_key(change.key).into());
+    for (field, value) in [
+        ("eTag", change.etag),
+        ("versionId", change.version_id),
+        ("sequencer", change.sequencer),
+    ] {
+        match value {
+            Some(value) => object.insert(field.into(), value.into()),
+            None => object.remove(field),
+        };
+    }
+    event
+}
+
+/// The SNS notification Lambda receives for `message`, in the shape of AWS's sample.
+pub fn sns_event(message: &Value) -> Value {
+    let mut event = aws_sample("sns-notification");
+    let sns = &mut event["Records"][0]["Sns"];
+    sns["Message"] = message.to_string().into();
+    sns["Subject"] = "Amazon S3 Notification".into();
+    event
+}
+
+/// The SQS event Lambda receives for these message bodies, in the shape of AWS's sample.
+pub fn sqs_event(bodies: &[(String, String)]) -> Value {
+    let sample = aws_sample("sqs-receive-message");
+    let template = sample["Records"][0].clone();
+    let records: Vec<Value> = bodies
+        .iter()
+        .map(|(id, body)| {
+            let mut record = template.clone();
+            record["messageId"] = id.as_str().into();
+            record["body"] = body.as_str().into();
+            record
+        })
+        .collect();
+    serde_json::json!({ "Records": records })
+}
+
+/// URL-encodes a key the way S3 notifications do: form encoding, `+` for space.
+pub fn url_encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for byte in key.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' | b'/' => {
+                out.push(byte as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+pub mod world;

@@ -1,0 +1,588 @@
+//! The ingest stage end to end against the AWS API server: objects uploaded
+//! with the S3 client, events shaped as AWS sends them, the real handler, and
+//! the state table read back through DynamoDB.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_s3::types::{Event, NotificationConfiguration, TopicConfiguration};
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::{Value, json};
+use tally_core::body::DEFAULT_MAX_BODY_BYTES;
+use tally_core::ordering::OrderingKey;
+use tally_core::state::Content;
+use tally_ingest::{IngestConfig, IngestResponse, Outcome};
+use tally_tests::world::IngestWorld;
+use tally_tests::{S3Change, s3_event, sdk_config, sns_event, sqs_event, unique};
+
+fn counters(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
+    pairs.iter().map(|(n, v)| (n.to_string(), *v)).collect()
+}
+
+fn live_counters(state: &tally_core::state::InstanceState) -> &BTreeMap<String, i64> {
+    state.content.counters().expect("a live state")
+}
+
+#[tokio::test]
+async fn an_sns_wrapped_upload_reaches_the_state_table_with_names_and_ids_intact() {
+    let world = IngestWorld::new().await;
+    let names = [
+        "a.b",
+        "#hash",
+        ":colon",
+        "bids-won",
+        "a/b",
+        "\"quoted\"",
+        "it's",
+        "zähler",
+        "計數",
+        "#a",
+        ":v",
+        ")",
+        "attribute_exists(x)",
+    ];
+    let body: String = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| format!("{name} {}\n", i as i64 * 1_000 - 3))
+        .collect();
+    for instance in ["i-1", "web 1", "a+b", "100%", "インスタンス-7", "x%2By"] {
+        let key = format!("counters/2015-11-16/{instance}");
+        let uploaded = world.upload(&key, body.clone()).await;
+        let event = sns_event(&world.created_event(&uploaded));
+        let (_, report) = world.ingestor.handle(&event).await.expect("handled");
+        assert_eq!(report.written, 1, "{instance}: {report:?}");
+
+        let state = world
+            .state("2015-11-16", instance)
+            .await
+            .unwrap_or_else(|| panic!("{instance}: no state"));
+        assert_eq!(state.object_key, key);
+        let expected: BTreeMap<String, i64> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.to_string(), i as i64 * 1_000 - 3))
+            .collect();
+        assert_eq!(live_counters(&state), &expected, "{instance}");
+        assert_eq!(state.content.etag(), Some(uploaded.etag.as_str()));
+        assert_eq!(
+            state.ordering,
+            OrderingKey::from_sequencer(&uploaded.sequencer).unwrap()
+        );
+    }
+    // The raw items, read with a Scan rather than through the store, carry the same text.
+    let items = world.all_state().await;
+    assert_eq!(items.len(), 6);
+    assert!(items.iter().any(|item| item.instance == "インスタンス-7"
+        && item.counters.get("計數") == Some(&7_997)
+        && item.counters.get("attribute_exists(x)") == Some(&11_997)));
+}
+
+#[tokio::test]
+async fn every_rejected_body_keeps_the_previous_state_and_says_exactly_why() {
+    let world = IngestWorld::new().await;
+    let key = "counters/2015-11-16/i-1";
+    let good = world.upload(key, "requests 10\nerrors 1\n").await;
+    world
+        .ingestor
+        .handle(&world.created_event(&good))
+        .await
+        .expect("handled");
+    let before = world.state("2015-11-16", "i-1").await.expect("state");
+
+    let long_name = "n".repeat(256);
+    let cases: Vec<(Vec<u8>, String)> = vec![
+        (
+            b"requests 11 errors \xff".to_vec(),
+            "body is not UTF-8: invalid byte at offset 19".into(),
+        ),
+        (
+            b"requests 11 errors".to_vec(),
+            "body has an odd number of tokens (3): name \"errors\" at byte 12 has no value".into(),
+        ),
+        (
+            b"requests 11 errors 12x".to_vec(),
+            "token 4 (\"12x\") at byte 19 is not an integer".into(),
+        ),
+        (
+            b"requests 9223372036854775808".to_vec(),
+            "token 2 (\"9223372036854775808\") at byte 9 is outside the signed 64-bit range [-9223372036854775808, 9223372036854775807]".into(),
+        ),
+        (
+            b"requests 11 errors 2 requests 12".to_vec(),
+            "token 5 at byte 21 repeats counter name \"requests\" (first at token 1); each counter may appear once".into(),
+        ),
+        (
+            "requests 11 bad\u{0c}name 2".as_bytes().to_vec(),
+            "token 3 (\"bad\\u{c}name\") at byte 12 is not a counter name: it contains '\\u{c}', and names may not contain whitespace or control characters".into(),
+        ),
+        (
+            format!("{long_name} 1").into_bytes(),
+            format!("token 1 (\"{}…\") at byte 0 is not a counter name: 256 bytes, over the 255-byte limit", "n".repeat(64)),
+        ),
+    ];
+    for (body, expected) in cases {
+        let bad = world.upload(key, body).await;
+        let event = world.created_event(&bad);
+        let (response, report) = world
+            .ingestor
+            .handle(&event)
+            .await
+            .expect("a rejection is not a failure");
+        assert_eq!(report.rejected, 1, "{expected}");
+        assert_eq!(report.capacity.writes, 0, "{expected}");
+        assert!(matches!(response, IngestResponse::Report(_)));
+        // The same notice applied directly gives the precise reason.
+        let notice = match &tally_ingest::event::decode(&event).unwrap().messages[0]
+            .records
+            .as_ref()
+            .unwrap()[0]
+        {
+            tally_ingest::event::Record::Notice(n) => n.clone(),
+            other => panic!("{other:?}"),
+        };
+        // A newer event for the same rejected object, so it is not a duplicate.
+        let mut again = notice.clone();
+        again.ordering = OrderingKey::from_sequencer(&world.next_sequencer()).unwrap();
+        match world.ingestor.apply(&again).await.expect("applied").0 {
+            Outcome::Rejected(reason) => assert_eq!(reason.to_string(), expected),
+            other => panic!("expected a rejection ({expected}), got {other:?}"),
+        }
+        assert_eq!(
+            world.state("2015-11-16", "i-1").await.as_ref(),
+            Some(&before),
+            "{expected}: the previous state must be untouched"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_object_over_the_cap_is_refused_from_its_size_alone() {
+    let world = IngestWorld::new().await;
+    let key = "counters/2015-11-16/big";
+    let body = vec![b' '; (DEFAULT_MAX_BODY_BYTES + 1) as usize];
+    let uploaded = world.upload(key, body).await;
+    let notice = notice_of(&world.created_event(&uploaded));
+    match world.ingestor.apply(&notice).await.expect("applied").0 {
+        Outcome::Rejected(reason) => assert_eq!(
+            reason.to_string(),
+            "body is 1048577 bytes, over the 1048576-byte cap; split the counters or raise the cap"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(world.state("2015-11-16", "big").await.is_none());
+
+    // A smaller cap applies to the same path.
+    let small = IngestWorld::with(
+        IngestConfig {
+            max_body_bytes: 8,
+            ..IngestConfig::default()
+        },
+        false,
+    )
+    .await;
+    let uploaded = small.upload("counters/2015-11-16/i-1", "a 1 b 2 c 3").await;
+    let notice = notice_of(&small.created_event(&uploaded));
+    assert!(matches!(
+        small.ingestor.apply(&notice).await.unwrap().0,
+        Outcome::Rejected(_)
+    ));
+}
+
+fn notice_of(event: &Value) -> tally_ingest::event::Notice {
+    match &tally_ingest::event::decode(event).unwrap().messages[0]
+        .records
+        .as_ref()
+        .unwrap()[0]
+    {
+        tally_ingest::event::Record::Notice(n) => n.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_identical_re_upload_costs_no_write() {
+    let world = IngestWorld::new().await;
+    let key = "counters/2015-11-16/i-1";
+    let first = world.upload(key, "a 1\nb 2\n").await;
+    let (_, report) = world
+        .ingestor
+        .handle(&world.created_event(&first))
+        .await
+        .unwrap();
+    assert_eq!((report.written, report.capacity.writes), (1, 1));
+    let stored = world.state("2015-11-16", "i-1").await;
+
+    // Same bytes: same ETag, no object read, no write.
+    let same = world.upload(key, "a 1\nb 2\n").await;
+    let (_, report) = world
+        .ingestor
+        .handle(&world.created_event(&same))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report.unchanged,
+            report.capacity.writes,
+            report.capacity.write_units
+        ),
+        (1, 0, 0)
+    );
+
+    // Different bytes, same counters: read and parsed, still no write.
+    let reformatted = world.upload(key, "b\t2 a 1").await;
+    let (_, report) = world
+        .ingestor
+        .handle(&world.created_event(&reformatted))
+        .await
+        .unwrap();
+    assert_eq!((report.unchanged, report.capacity.writes), (1, 0));
+    assert_eq!(world.state("2015-11-16", "i-1").await, stored);
+}
+
+#[tokio::test]
+async fn stale_and_duplicate_events_never_overwrite_newer_state() {
+    let world = IngestWorld::new().await;
+    let key = "counters/2015-11-16/i-1";
+    let older = world.upload(key, "a 1").await;
+    let newer = world.upload(key, "a 2").await;
+    let older_event = world.created_event(&older);
+    let newer_event = world.created_event(&newer);
+
+    let (_, report) = world.ingestor.handle(&newer_event).await.unwrap();
+    assert_eq!(report.written, 1);
+    let (_, report) = world.ingestor.handle(&older_event).await.unwrap();
+    assert_eq!((report.stale, report.capacity.writes), (1, 0));
+    let (_, report) = world.ingestor.handle(&newer_event).await.unwrap();
+    assert_eq!((report.duplicate, report.capacity.writes), (1, 0));
+
+    let state = world.state("2015-11-16", "i-1").await.unwrap();
+    assert_eq!(live_counters(&state), &counters(&[("a", 2)]));
+    assert_eq!(
+        state.ordering,
+        OrderingKey::from_sequencer(&newer.sequencer).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_delete_leaves_a_tombstone_that_a_late_create_cannot_pass() {
+    let world = IngestWorld::versioned().await;
+    let key = "counters/2015-11-16/i-1";
+    let created = world.upload(key, "a 1").await;
+    let removed = world.delete(key).await;
+
+    // The removal arrives first; the create (its exact version still readable) after.
+    let (_, report) = world
+        .ingestor
+        .handle(&sns_event(&world.removed_event(key, &removed)))
+        .await
+        .unwrap();
+    assert_eq!(report.written, 1);
+    let (_, report) = world
+        .ingestor
+        .handle(&sns_event(&world.created_event(&created)))
+        .await
+        .unwrap();
+    assert_eq!(report.stale, 1);
+
+    let state = world.state("2015-11-16", "i-1").await.unwrap();
+    assert_eq!(state.content, Content::Deleted);
+    assert_eq!(
+        state.ordering,
+        OrderingKey::from_sequencer(&removed).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_removal_after_a_create_drops_the_contribution() {
+    let world = IngestWorld::new().await;
+    let key = "counters/2015-11-16/i-1";
+    let created = world.upload(key, "a 1").await;
+    world
+        .ingestor
+        .handle(&world.created_event(&created))
+        .await
+        .unwrap();
+    let removed = world.delete(key).await;
+    world
+        .ingestor
+        .handle(&world.removed_event(key, &removed))
+        .await
+        .unwrap();
+    let state = world.state("2015-11-16", "i-1").await.unwrap();
+    assert_eq!(state.content, Content::Deleted);
+    assert!(state.content.counters().is_none());
+}
+
+#[tokio::test]
+async fn an_older_version_applied_late_is_corrected_to_what_the_bucket_holds() {
+    // Uploads A, B, A on a versioned bucket. The third event finds A stored
+    // and writes nothing; the second, delivered last, reads version B exactly
+    // and writes it; the check after its write sees A in the bucket and
+    // corrects the state back to A.
+    let world = IngestWorld::versioned().await;
+    let key = "counters/2015-11-16/i-1";
+    let a1 = world.upload(key, "a 1").await;
+    let b = world.upload(key, "a 2").await;
+    let a2 = world.upload(key, "a 1").await;
+    assert!(b.version_id.is_some(), "the bucket is versioned");
+
+    world
+        .ingestor
+        .handle(&world.created_event(&a1))
+        .await
+        .unwrap();
+    let (_, report) = world
+        .ingestor
+        .handle(&world.created_event(&a2))
+        .await
+        .unwrap();
+    assert_eq!(report.unchanged, 1);
+    let (_, report) = world
+        .ingestor
+        .handle(&world.created_event(&b))
+        .await
+        .unwrap();
+    assert_eq!((report.written, report.corrected), (1, 1), "{report:?}");
+
+    let state = world.state("2015-11-16", "i-1").await.unwrap();
+    assert_eq!(live_counters(&state), &counters(&[("a", 1)]));
+}
+
+#[tokio::test]
+async fn concurrent_invocations_for_one_instance_converge_on_the_last_upload() {
+    let world = IngestWorld::new().await;
+    let key = "counters/2015-11-16/i-1";
+    let mut events = Vec::new();
+    for value in 1..=6 {
+        let uploaded = world
+            .upload(key, format!("a {value} b {}", value * 10))
+            .await;
+        events.push(world.created_event(&uploaded));
+    }
+    // Every event twice, all at once, newest first.
+    let deliveries = events.iter().rev().chain(events.iter());
+    let results = futures::future::join_all(deliveries.map(|e| world.ingestor.handle(e))).await;
+    assert!(results.iter().all(Result::is_ok));
+    let state = world.state("2015-11-16", "i-1").await.unwrap();
+    assert_eq!(live_counters(&state), &counters(&[("a", 6), ("b", 60)]));
+}
+
+#[tokio::test]
+async fn keys_and_events_off_the_convention_are_ignored_not_failed() {
+    let world = IngestWorld::new().await;
+    let mut records = Vec::new();
+    for key in [
+        "counters/2015-11-16/",
+        "other/2015-11-16/i-1",
+        "counters/2015-13-45/i-1",
+        "counters/2015-11-16/sub/i-1",
+    ] {
+        let event = s3_event(&S3Change {
+            event_name: "ObjectCreated:Put",
+            bucket: &world.bucket,
+            key,
+            etag: Some("0123456789abcdef0123456789abcdef"),
+            version_id: None,
+            sequencer: Some("0A1B2C3D4E5F678901"),
+        });
+        records.push(event["Records"][0].clone());
+    }
+    let (_, report) = world
+        .ingestor
+        .handle(&json!({ "Records": records }))
+        .await
+        .expect("ignored keys do not fail the invocation");
+    assert_eq!((report.records, report.ignored, report.failed), (4, 4, 0));
+    assert!(world.all_state().await.is_empty());
+
+    let test_event = json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2015-11-16T10:00:00.000Z", "Bucket": world.bucket, "RequestId": "R", "HostId": "H"});
+    let (_, report) = world
+        .ingestor
+        .handle(&sns_event(&test_event))
+        .await
+        .unwrap();
+    assert_eq!(report.records, 0);
+}
+
+#[tokio::test]
+async fn a_rejected_record_does_not_stop_the_others_in_its_event() {
+    let world = IngestWorld::new().await;
+    let bad = world.upload("counters/2015-11-16/bad", "a").await;
+    let good = world.upload("counters/2015-11-16/good", "a 1").await;
+    let records = vec![
+        world.created_event(&bad)["Records"][0].clone(),
+        world.created_event(&good)["Records"][0].clone(),
+    ];
+    let (_, report) = world
+        .ingestor
+        .handle(&json!({ "Records": records }))
+        .await
+        .unwrap();
+    assert_eq!((report.rejected, report.written), (1, 1));
+    assert!(world.state("2015-11-16", "good").await.is_some());
+    assert!(world.state("2015-11-16", "bad").await.is_none());
+}
+
+#[tokio::test]
+async fn one_undecodable_sqs_message_fails_alone() {
+    let world = IngestWorld::new().await;
+    let good = world.upload("counters/2015-11-16/i-1", "a 1").await;
+    let event = sqs_event(&[
+        ("m-good".into(), world.created_event(&good).to_string()),
+        ("m-bad".into(), "{not json".into()),
+    ]);
+    let (response, report) = world.ingestor.handle(&event).await.unwrap();
+    let IngestResponse::Sqs(response) = response else {
+        panic!("an SQS invocation answers with batchItemFailures");
+    };
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["m-bad"]);
+    assert_eq!(report.written, 1);
+    let json = serde_json::to_value(IngestResponse::Sqs(response)).unwrap();
+    assert_eq!(
+        json,
+        json!({"batchItemFailures": [{"itemIdentifier": "m-bad"}]})
+    );
+}
+
+#[tokio::test]
+async fn a_store_failure_fails_the_invocation_and_names_the_table() {
+    let world = IngestWorld::new().await;
+    let missing = unique("missing-table");
+    let sdk = sdk_config().await;
+    let broken = tally_ingest::Ingestor::new(
+        tally_aws::state_table::DynamoStateStore::new(tally_aws::config::dynamodb(&sdk), &missing),
+        tally_aws::bucket::S3ObjectStore::new(tally_aws::config::s3(&sdk)),
+        IngestConfig::default(),
+    );
+    let uploaded = world.upload("counters/2015-11-16/i-1", "a 1").await;
+    let error = broken
+        .handle(&sns_event(&world.created_event(&uploaded)))
+        .await
+        .expect_err("the invocation must fail so Lambda retries it");
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("GetItem on table {missing}")),
+        "{message}"
+    );
+    assert!(message.contains("ResourceNotFoundException"), "{message}");
+}
+
+#[tokio::test]
+async fn a_notification_as_the_server_itself_sends_it_through_sns_and_sqs_is_ingested() {
+    // S3 -> SNS -> SQS wired on the server; the queued message is handed to
+    // the handler exactly as received. The server's notifications have no
+    // sequencer, userIdentity or requestParameters.
+    let world = IngestWorld::new().await;
+    let sdk = sdk_config().await;
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let topic = sns
+        .create_topic()
+        .name(unique("uploads"))
+        .send()
+        .await
+        .unwrap()
+        .topic_arn
+        .unwrap();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(unique("ingest"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(&queue_arn)
+        .send()
+        .await
+        .unwrap();
+    world
+        .s3
+        .put_bucket_notification_configuration()
+        .bucket(&world.bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .topic_configurations(
+                    TopicConfiguration::builder()
+                        .topic_arn(&topic)
+                        .events(Event::from("s3:ObjectCreated:*"))
+                        .events(Event::from("s3:ObjectRemoved:*"))
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let key = "counters/2015-11-16/web 1+ä";
+    world.upload(key, "requests 5\nbids-won 2\n").await;
+    let event = receive_as_lambda_event(&sqs, &queue_url).await;
+    let (_, report) = world.ingestor.handle(&event).await.unwrap();
+    assert_eq!(report.written, 1, "{report:?}");
+    let state = world.state("2015-11-16", "web 1+ä").await.unwrap();
+    assert_eq!(
+        live_counters(&state),
+        &counters(&[("requests", 5), ("bids-won", 2)])
+    );
+
+    world.delete(key).await;
+    let event = receive_as_lambda_event(&sqs, &queue_url).await;
+    let (_, report) = world.ingestor.handle(&event).await.unwrap();
+    assert_eq!(report.written, 1, "{report:?}");
+    assert_eq!(
+        world.state("2015-11-16", "web 1+ä").await.unwrap().content,
+        Content::Deleted
+    );
+}
+
+/// Receives the queue's messages and wraps them as Lambda's SQS event source would.
+async fn receive_as_lambda_event(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Value {
+    for _ in 0..20 {
+        let output = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        let messages = output.messages.unwrap_or_default();
+        if messages.is_empty() {
+            continue;
+        }
+        for message in &messages {
+            sqs.delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(message.receipt_handle.clone().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        let bodies: Vec<(String, String)> = messages
+            .into_iter()
+            .map(|m| (m.message_id.unwrap(), m.body.unwrap()))
+            .collect();
+        return sqs_event(&bodies);
+    }
+    panic!("no notification reached the queue");
+}
