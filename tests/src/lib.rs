@@ -141,4 +141,5 @@ pub fn url_encode_key(key: &str) -> String {
     out
 }
 
+pub mod faults;
 pub mod world;

@@ -586,3 +586,54 @@ async fn receive_as_lambda_event(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> 
     }
     panic!("no notification reached the queue");
 }
+
+#[tokio::test]
+async fn a_redelivered_event_finishes_the_check_its_crashed_delivery_never_ran() {
+    // As in the A, B, A test, but the delivery of B crashes right after its
+    // write, before the check. Lambda redelivers it; the redelivery finds
+    // its own write and runs the check, which restores A.
+    let world = IngestWorld::versioned().await;
+    let key = "counters/2015-11-16/i-1";
+    let a1 = world.upload(key, "a 1").await;
+    let b = world.upload(key, "a 2").await;
+    let a2 = world.upload(key, "a 1").await;
+    world
+        .ingestor
+        .handle(&world.created_event(&a1))
+        .await
+        .unwrap();
+    world
+        .ingestor
+        .handle(&world.created_event(&a2))
+        .await
+        .unwrap();
+
+    // Three operations succeed (read state, read object, write); the check's HEAD crashes.
+    let (state, objects) = tally_tests::faults::crashing(
+        world.store.clone(),
+        tally_aws::bucket::S3ObjectStore::new(world.s3.clone()),
+        3,
+        false,
+    );
+    let crashing = tally_ingest::Ingestor::new(state, objects, IngestConfig::default());
+    let error = crashing
+        .handle(&world.created_event(&b))
+        .await
+        .expect_err("the crash fails the invocation");
+    assert!(error.to_string().contains("injected crash"), "{error}");
+    let written = world.state("2015-11-16", "i-1").await.unwrap();
+    assert_eq!(
+        live_counters(&written),
+        &counters(&[("a", 2)]),
+        "B landed before the crash"
+    );
+
+    let (_, report) = world
+        .ingestor
+        .handle(&world.created_event(&b))
+        .await
+        .unwrap();
+    assert_eq!((report.written, report.corrected), (1, 1), "{report:?}");
+    let state = world.state("2015-11-16", "i-1").await.unwrap();
+    assert_eq!(live_counters(&state), &counters(&[("a", 1)]));
+}

@@ -1,0 +1,101 @@
+//! Crashes between store operations, for tests of what survives them.
+//!
+//! [`crashing`] wraps a state store and an object store around one shared
+//! budget of operations. Once the budget is spent every operation fails, as
+//! if the invocation died there. A write that would spend past the budget
+//! either is lost or lands with its response lost (a timeout after the write
+//! landed), as the test chooses.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use tally_core::key::UploadKey;
+use tally_core::ports::{
+    ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, Precondition, PutOutcome, StateStore,
+    StoreError,
+};
+use tally_core::state::InstanceState;
+
+/// A store that crashes once the shared budget is spent.
+#[derive(Clone)]
+pub struct Crashing<T> {
+    inner: T,
+    budget: Arc<AtomicI64>,
+    write_lands: bool,
+}
+
+/// Wraps both stores around one budget of `operations` successful calls.
+pub fn crashing<S, O>(
+    state: S,
+    objects: O,
+    operations: i64,
+    write_lands: bool,
+) -> (Crashing<S>, Crashing<O>) {
+    let budget = Arc::new(AtomicI64::new(operations));
+    (
+        Crashing {
+            inner: state,
+            budget: budget.clone(),
+            write_lands,
+        },
+        Crashing {
+            inner: objects,
+            budget,
+            write_lands,
+        },
+    )
+}
+
+fn crash() -> StoreError {
+    StoreError::new("injected crash", "the invocation died here")
+}
+
+impl<T> Crashing<T> {
+    fn spend(&self) -> bool {
+        self.budget.fetch_sub(1, Ordering::SeqCst) > 0
+    }
+}
+
+impl<T: StateStore> StateStore for Crashing<T> {
+    async fn get(&self, key: &UploadKey) -> Result<Option<InstanceState>, StoreError> {
+        if !self.spend() {
+            return Err(crash());
+        }
+        self.inner.get(key).await
+    }
+
+    async fn put(
+        &self,
+        state: &InstanceState,
+        precondition: &Precondition,
+    ) -> Result<PutOutcome, StoreError> {
+        if !self.spend() {
+            if self.write_lands {
+                // The write lands; only its response is lost.
+                let _ = self.inner.put(state, precondition).await;
+            }
+            return Err(crash());
+        }
+        self.inner.put(state, precondition).await
+    }
+}
+
+impl<T: ObjectStore> ObjectStore for Crashing<T> {
+    async fn get(
+        &self,
+        location: &ObjectLocation,
+        max_bytes: u64,
+    ) -> Result<Option<(ObjectMeta, ObjectBody)>, StoreError> {
+        if !self.spend() {
+            return Err(crash());
+        }
+        self.inner.get(location, max_bytes).await
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        if !self.spend() {
+            return Err(crash());
+        }
+        self.inner.head(bucket, key).await
+    }
+}

@@ -1,0 +1,239 @@
+//! A model-based property test of ingest against the AWS API server.
+//!
+//! Each case builds a fresh bucket (versioned or not) and state table, then
+//! runs a random script over three instances of one day:
+//!
+//! - uploads of valid bodies, of a rejected body, and of an empty body;
+//! - deletes;
+//! - deliveries of any event produced so far: out of order, duplicated, two
+//!   at once for concurrent invocations, and deliveries that crash after a
+//!   random number of store operations, where the crash either loses the
+//!   write or lands it and loses only the response (a timeout after the
+//!   write). A crashed delivery stays pending, as Lambda would retry it.
+//!
+//! At the end every event is delivered once more in a random order (Lambda's
+//! retries eventually succeed) and the state table must hold, for each
+//! instance:
+//!
+//! - the last upload's counters, when the last upload was accepted;
+//! - a tombstone, when the object was deleted last;
+//! - when the last upload was rejected: on a versioned bucket (events name
+//!   the exact version), the last accepted body since the last delete, or
+//!   nothing; on an unversioned bucket, where an older event can only read
+//!   the newest bytes, some body that was accepted since the last delete, or
+//!   nothing.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use serde_json::Value;
+use tally_core::state::{Content, InstanceState};
+use tally_ingest::{IngestConfig, Ingestor};
+use tally_tests::faults::crashing;
+use tally_tests::world::IngestWorld;
+
+const INSTANCES: usize = 3;
+const DATE: &str = "2015-11-16";
+
+/// Bodies a script can upload: three accepted, one empty, one rejected.
+const BODIES: [&str; 5] = [
+    "requests 10\nerrors 1\n",
+    "requests 12\nerrors 1\nbids-won 3\n",
+    "requests 20\n",
+    "",
+    "requests 21 errors",
+];
+const REJECTED: usize = 4;
+
+#[derive(Debug, Clone)]
+enum Step {
+    Upload {
+        instance: usize,
+        body: usize,
+    },
+    Delete {
+        instance: usize,
+    },
+    Deliver {
+        pick: usize,
+    },
+    DeliverTogether {
+        first: usize,
+        second: usize,
+    },
+    Crash {
+        pick: usize,
+        after_ops: i64,
+        write_lands: bool,
+    },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0..INSTANCES, 0..BODIES.len()).prop_map(|(instance, body)| Step::Upload { instance, body }),
+        1 => (0..INSTANCES).prop_map(|instance| Step::Delete { instance }),
+        3 => any::<usize>().prop_map(|pick| Step::Deliver { pick }),
+        1 => (any::<usize>(), any::<usize>()).prop_map(|(first, second)| Step::DeliverTogether { first, second }),
+        1 => (any::<usize>(), 0..6i64, any::<bool>()).prop_map(|(pick, after_ops, write_lands)| Step::Crash { pick, after_ops, write_lands }),
+    ]
+}
+
+/// What the script did to one instance's object, in order.
+#[derive(Debug, Clone, PartialEq)]
+enum Op {
+    Upload(usize),
+    Delete,
+}
+
+fn counters_of(body: usize) -> BTreeMap<String, i64> {
+    let parsed =
+        tally_core::body::parse(BODIES[body].as_bytes(), 1 << 20).expect("an accepted body");
+    parsed
+        .iter()
+        .map(|c| (c.name.to_owned(), c.value))
+        .collect()
+}
+
+/// Bodies accepted since the instance's last delete, oldest first.
+fn accepted_since_delete(ops: &[Op]) -> Vec<usize> {
+    let start = ops
+        .iter()
+        .rposition(|op| *op == Op::Delete)
+        .map_or(0, |i| i + 1);
+    ops[start..]
+        .iter()
+        .filter_map(|op| match op {
+            Op::Upload(body) if *body != REJECTED => Some(*body),
+            _ => None,
+        })
+        .collect()
+}
+
+fn check(
+    instance: usize,
+    ops: &[Op],
+    versioned: bool,
+    state: Option<&InstanceState>,
+) -> Result<(), String> {
+    let content = state.map(|s| &s.content);
+    let live = content.and_then(Content::counters);
+    let describe =
+        || format!("instance {instance}, ops {ops:?}, versioned {versioned}: state {content:?}");
+    match ops.last() {
+        None => (content.is_none()).then_some(()).ok_or_else(describe),
+        Some(Op::Delete) => (content == Some(&Content::Deleted))
+            .then_some(())
+            .ok_or_else(describe),
+        Some(Op::Upload(body)) if *body != REJECTED => (live == Some(&counters_of(*body)))
+            .then_some(())
+            .ok_or_else(describe),
+        Some(Op::Upload(_)) => {
+            let accepted = accepted_since_delete(ops);
+            let no_contribution = live.is_none();
+            let ok = if versioned {
+                match accepted.last() {
+                    Some(last) => live == Some(&counters_of(*last)),
+                    None => no_contribution,
+                }
+            } else {
+                no_contribution || accepted.iter().any(|b| live == Some(&counters_of(*b)))
+            };
+            ok.then_some(()).ok_or_else(describe)
+        }
+    }
+}
+
+async fn run_case(steps: Vec<Step>, versioned: bool, final_order: Vec<u32>) -> Result<(), String> {
+    let world = IngestWorld::with(IngestConfig::default(), versioned).await;
+    let objects = tally_aws::bucket::S3ObjectStore::new(world.s3.clone());
+    let mut ops: Vec<Vec<Op>> = vec![Vec::new(); INSTANCES];
+    let mut events: Vec<Value> = Vec::new();
+    let key = |instance: usize| format!("counters/{DATE}/i-{instance}");
+
+    for step in steps {
+        match step {
+            Step::Upload { instance, body } => {
+                let uploaded = world.upload(&key(instance), BODIES[body]).await;
+                ops[instance].push(Op::Upload(body));
+                events.push(world.created_event(&uploaded));
+            }
+            Step::Delete { instance } => {
+                let sequencer = world.delete(&key(instance)).await;
+                ops[instance].push(Op::Delete);
+                events.push(world.removed_event(&key(instance), &sequencer));
+            }
+            Step::Deliver { pick } if !events.is_empty() => {
+                let event = &events[pick % events.len()];
+                world
+                    .ingestor
+                    .handle(event)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Step::DeliverTogether { first, second } if !events.is_empty() => {
+                let (a, b) = (
+                    &events[first % events.len()],
+                    &events[second % events.len()],
+                );
+                let (ra, rb) = tokio::join!(world.ingestor.handle(a), world.ingestor.handle(b));
+                ra.map_err(|e| e.to_string())?;
+                rb.map_err(|e| e.to_string())?;
+            }
+            Step::Crash {
+                pick,
+                after_ops,
+                write_lands,
+            } if !events.is_empty() => {
+                let (state, objects) =
+                    crashing(world.store.clone(), objects.clone(), after_ops, write_lands);
+                let crashing = Ingestor::new(state, objects, IngestConfig::default());
+                // A crash is an error; the event is delivered again at the end.
+                let _ = crashing.handle(&events[pick % events.len()]).await;
+            }
+            _ => {}
+        }
+    }
+
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    order.sort_by_key(|&i| final_order.get(i).copied().unwrap_or(0));
+    for i in order {
+        world
+            .ingestor
+            .handle(&events[i])
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+
+    for (instance, ops) in ops.iter().enumerate() {
+        let state = world.state(DATE, &format!("i-{instance}")).await;
+        check(instance, ops, versioned, state.as_ref())?;
+    }
+    Ok(())
+}
+
+#[test]
+fn the_state_table_holds_each_instances_last_accepted_body() {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let config = ProptestConfig {
+        cases,
+        // Shrinking replays whole scripts against the server; keep it bounded.
+        max_shrink_iters: 200,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(
+        steps in proptest::collection::vec(step(), 1..24),
+        versioned in any::<bool>(),
+        final_order in proptest::collection::vec(any::<u32>(), 24),
+    )| {
+        let result = runtime.block_on(run_case(steps, versioned, final_order));
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    });
+}
