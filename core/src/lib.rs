@@ -8,7 +8,8 @@
 //! - [`ordering`]: the order of events on one key (S3's `sequencer`);
 //! - [`state`]: the state table's item and its partitioning;
 //! - [`capacity`]: DynamoDB's billing rules, to report real write units;
-//! - [`ports`]: the traits the stages run over, implemented by adapters.
+//! - [`ports`]: the traits the stages run over, implemented by adapters;
+//! - [`totals`]: fleet totals as a batch job computes them.
 
 pub mod body;
 pub mod capacity;
@@ -16,3 +17,4 @@ pub mod key;
 pub mod ordering;
 pub mod ports;
 pub mod state;
+pub mod totals;

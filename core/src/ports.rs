@@ -126,3 +126,83 @@ pub trait StateStore: Send + Sync {
 pub fn normalize_etag(etag: &str) -> String {
     etag.trim_matches('"').to_owned()
 }
+
+impl Precondition {
+    /// Whether the precondition holds for writing `new` over `stored`. The
+    /// DynamoDB adapter states the same rule as a condition expression; this
+    /// is the rule for adapters that check it themselves inside a transaction.
+    pub fn holds(&self, new: &InstanceState, stored: Option<&InstanceState>) -> bool {
+        match (self, stored) {
+            (Precondition::Supersedes, None) => true,
+            (Precondition::Supersedes, Some(stored)) => new.ordering.supersedes(&stored.ordering),
+            (Precondition::Replaces { .. }, None) => false,
+            (Precondition::Replaces { ordering, etag }, Some(stored)) => {
+                stored.ordering == *ordering && stored.content.etag() == etag.as_deref()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::Date;
+    use crate::state::Content;
+
+    fn state(ordering: OrderingKey, etag: Option<&str>) -> InstanceState {
+        InstanceState {
+            key: UploadKey {
+                date: Date::parse("2015-11-16").unwrap(),
+                instance: "i-1".into(),
+            },
+            object_key: "counters/2015-11-16/i-1".into(),
+            ordering,
+            content: match etag {
+                Some(etag) => Content::Live {
+                    counters: Default::default(),
+                    etag: etag.into(),
+                    version_id: None,
+                },
+                None => Content::Deleted,
+            },
+        }
+    }
+
+    #[test]
+    fn supersedes_holds_over_nothing_or_older_state_only() {
+        let seq = |s| OrderingKey::from_sequencer(s).unwrap();
+        let new = state(seq("2"), Some("b"));
+        assert!(Precondition::Supersedes.holds(&new, None));
+        assert!(Precondition::Supersedes.holds(&new, Some(&state(seq("1"), Some("a")))));
+        assert!(!Precondition::Supersedes.holds(&new, Some(&state(seq("2"), Some("a")))));
+        assert!(!Precondition::Supersedes.holds(&new, Some(&state(seq("3"), None))));
+        let timed = state(OrderingKey::from_event_time_millis(5).unwrap(), Some("b"));
+        assert!(Precondition::Supersedes.holds(&timed, Some(&timed.clone())));
+    }
+
+    #[test]
+    fn replaces_holds_only_over_the_exact_state_named() {
+        let seq = |s| OrderingKey::from_sequencer(s).unwrap();
+        let new = state(seq("2"), Some("c"));
+        let mine = Precondition::Replaces {
+            ordering: seq("2"),
+            etag: Some("b".into()),
+        };
+        assert!(mine.holds(&new, Some(&state(seq("2"), Some("b")))));
+        assert!(!mine.holds(&new, Some(&state(seq("2"), Some("x")))));
+        assert!(!mine.holds(&new, Some(&state(seq("3"), Some("b")))));
+        assert!(!mine.holds(&new, None));
+        let tombstone = Precondition::Replaces {
+            ordering: seq("2"),
+            etag: None,
+        };
+        assert!(tombstone.holds(&new, Some(&state(seq("2"), None))));
+        assert!(!tombstone.holds(&new, Some(&state(seq("2"), Some("b")))));
+    }
+
+    #[test]
+    fn etags_compare_without_quotes() {
+        assert_eq!(normalize_etag("\"abc\""), "abc");
+        assert_eq!(normalize_etag("abc"), "abc");
+    }
+}

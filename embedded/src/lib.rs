@@ -1,1 +1,12 @@
-//! placeholder
+//! tally's embedded adapters: the core ports on one machine.
+//!
+//! - [`directory`]: a local directory laid out like the bucket
+//!   (`counters/<date>/<instance>`) as the object store;
+//! - [`sqlite`]: SQLite as the state table, with a change log that plays the
+//!   part of its DynamoDB stream (old and new image of every write).
+//!
+//! They exist so that the same stage code runs with no AWS account: `tally
+//! demo` and `tally run` wire them where the Lambdas wire DynamoDB and S3.
+
+pub mod directory;
+pub mod sqlite;

@@ -14,7 +14,7 @@
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
-use tally_core::ports::{ObjectStore, StateStore};
+use tally_core::ports::{ObjectStore, StateStore, StoreError};
 use tracing::{error, info, warn};
 
 use crate::apply::{Capacity, Ingestor, Outcome};
@@ -75,6 +75,48 @@ pub enum IngestResponse {
 }
 
 impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
+    /// Applies notices concurrently (at most `concurrency` at once), counts
+    /// and logs each outcome into `report`, and returns the positions of the
+    /// notices that failed with their errors.
+    pub async fn apply_all(
+        &self,
+        notices: &[Notice],
+        report: &mut IngestReport,
+    ) -> Vec<(usize, StoreError)> {
+        let results: Vec<_> = futures::stream::iter(notices.iter().enumerate())
+            .map(|(position, notice)| async move { (position, notice, self.apply(notice).await) })
+            .buffer_unordered(self.config().concurrency.max(1))
+            .collect()
+            .await;
+        let mut failed = Vec::new();
+        for (position, notice, result) in results {
+            let key = &notice.object_key;
+            match result {
+                Ok((outcome, used)) => {
+                    report.capacity += used;
+                    report.count(&outcome);
+                    match &outcome {
+                        Outcome::Rejected(reason) => {
+                            warn!(key = %key, reason = %reason, "upload rejected: {key}: {reason}")
+                        }
+                        Outcome::Ignored(reason) => {
+                            info!(key = %key, reason = %reason, "key ignored")
+                        }
+                        _ => {
+                            info!(key = %key, outcome = %outcome, ordering = %notice.ordering, "applied")
+                        }
+                    }
+                }
+                Err(e) => {
+                    report.failed += 1;
+                    error!(key = %key, error = %e, "record failed; it will be retried");
+                    failed.push((position, e));
+                }
+            }
+        }
+        failed
+    }
+
     /// Handles one invocation's payload as Lambda delivers it.
     pub async fn handle(
         &self,
@@ -117,38 +159,13 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
             }
         }
 
-        let results: Vec<_> = futures::stream::iter(work)
-            .map(|(index, notice)| async move {
-                let result = self.apply(&notice).await;
-                (index, notice, result)
-            })
-            .buffer_unordered(self.config().concurrency.max(1))
-            .collect()
-            .await;
-        for (index, notice, result) in results {
-            let key = &notice.object_key;
-            match result {
-                Ok((outcome, used)) => {
-                    report.capacity += used;
-                    report.count(&outcome);
-                    match &outcome {
-                        Outcome::Rejected(reason) => {
-                            warn!(key = %key, reason = %reason, "upload rejected: {key}: {reason}")
-                        }
-                        Outcome::Ignored(reason) => {
-                            info!(key = %key, reason = %reason, "key ignored")
-                        }
-                        _ => {
-                            info!(key = %key, outcome = %outcome, ordering = %notice.ordering, "applied")
-                        }
-                    }
-                }
-                Err(e) => {
-                    report.failed += 1;
-                    error!(key = %key, error = %e, "record failed; it will be retried");
-                    failures.push((index, format!("{key}: {e}")));
-                }
-            }
+        let (message_of, notices): (Vec<usize>, Vec<Notice>) = work.into_iter().unzip();
+        let failed = self.apply_all(&notices, &mut report).await;
+        for (position, error) in failed {
+            failures.push((
+                message_of[position],
+                format!("{}: {error}", notices[position].object_key),
+            ));
         }
         info!(
             report = %serde_json::to_string(&report).unwrap_or_default(),

@@ -637,3 +637,53 @@ async fn a_redelivered_event_finishes_the_check_its_crashed_delivery_never_ran()
     let state = world.state("2015-11-16", "i-1").await.unwrap();
     assert_eq!(live_counters(&state), &counters(&[("a", 1)]));
 }
+
+#[tokio::test]
+async fn a_seed_round_costs_one_write_per_changed_upload_and_none_for_repeats() {
+    // The seed's workload: 100 instances × 100 counters, one direct S3 event
+    // per round carrying every record. Write units come from the items'
+    // sizes by DynamoDB's rules (the server's own figures are not real).
+    let world = IngestWorld::new().await;
+    let mut values: Vec<Vec<i64>> = (0..100)
+        .map(|i| (0..100).map(|c| 1_000 + i * 100 + c).collect())
+        .collect();
+    let body = |values: &[i64]| -> String {
+        values
+            .iter()
+            .enumerate()
+            .map(|(c, v)| format!("COUNTER{} {v}\n", c + 1))
+            .collect()
+    };
+    let mut figures = Vec::new();
+    for (round, changed) in [
+        ("first upload", 0),
+        ("identical re-upload", 0),
+        ("10% of counters changed", 10),
+    ] {
+        let mut records = Vec::new();
+        for (i, instance_values) in values.iter_mut().enumerate() {
+            for value in instance_values.iter_mut().take(changed) {
+                *value += 1;
+            }
+            let uploaded = world
+                .upload(
+                    &format!("counters/2015-11-16/i-{i:03}"),
+                    body(instance_values),
+                )
+                .await;
+            records.push(world.created_event(&uploaded)["Records"][0].clone());
+        }
+        let (_, report) = world
+            .ingestor
+            .handle(&json!({ "Records": records }))
+            .await
+            .unwrap();
+        println!(
+            "seed round, {round}: {} writes, {} write units, {} read units",
+            report.capacity.writes, report.capacity.write_units, report.capacity.read_units
+        );
+        figures.push((report.capacity.writes, report.capacity.write_units));
+    }
+    // 100 writes of a ~1.7 KB item (2 units each), then none, then 100 again.
+    assert_eq!(figures, [(100, 200), (0, 0), (100, 200)]);
+}
