@@ -18,7 +18,8 @@
 //!
 //! A day's uploads all share a date, so a hash key of the date alone would
 //! send the whole fleet's writes to one partition (1,000 write units/s):
-//! 100,000 instances uploading 2.5 KB bodies every minute need about 5,000.
+//! 100,000 instances uploading a 100-counter body (a ~1.7 KB item, 2 write
+//! units) every minute need about 3,300.
 //! Spreading each day over [`BUCKETS`] hash keys gives 64 × 1,000 write units/s
 //! of headroom, and still lets the aggregate stage and `reconcile` read one
 //! day's state as 64 strongly consistent queries. The bucket function is part
