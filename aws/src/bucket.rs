@@ -2,7 +2,7 @@
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use bytes::Bytes;
 use tally_core::ports::{
     ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, StoreError, normalize_etag,
@@ -28,6 +28,32 @@ fn is_not_found<E>(error: &SdkError<E, HttpResponse>) -> bool {
     error
         .raw_response()
         .is_some_and(|response| response.status().as_u16() == 404)
+}
+
+/// An S3 error with the hint a 403 needs: S3 answers 403, not 404, for a
+/// missing key when the caller may not list the bucket.
+fn s3_error<E>(operation: String, error: SdkError<E, HttpResponse>) -> StoreError
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    let forbidden = error
+        .raw_response()
+        .is_some_and(|response| response.status().as_u16() == 403);
+    let error = match error {
+        SdkError::ServiceError(service) => store_error(operation, service.into_err()),
+        other => StoreError::new(operation, DisplayErrorContext(other).to_string()),
+    };
+    if forbidden {
+        StoreError::new(
+            error.operation,
+            format!(
+                "{}; the function needs s3:GetObject and s3:GetObjectVersion on the objects and s3:ListBucket on the bucket (without it a missing key answers 403)",
+                error.source
+            ),
+        )
+    } else {
+        error
+    }
 }
 
 impl ObjectStore for S3ObjectStore {
@@ -59,7 +85,7 @@ impl ObjectStore for S3ObjectStore {
         {
             Ok(output) => output,
             Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(store_error(operation(), e.into_service_error())),
+            Err(e) => return Err(s3_error(operation(), e)),
         };
         let size = output.content_length.unwrap_or(0).max(0) as u64;
         let meta = ObjectMeta {
@@ -71,16 +97,25 @@ impl ObjectStore for S3ObjectStore {
             // Dropping the body stream closes the connection without reading it.
             return Ok(Some((meta, ObjectBody::OverCap)));
         }
-        let body: Bytes = output
-            .body
-            .collect()
+        // Read in chunks and stop past the cap, in case the length was absent
+        // or wrong: never hold more than the cap and one chunk.
+        let mut body = output.body;
+        let mut read = Vec::with_capacity(size as usize);
+        while let Some(chunk) = body
+            .try_next()
             .await
             .map_err(|e| StoreError::new(operation(), e))?
-            .into_bytes();
-        if body.len() as u64 > max_bytes {
-            return Ok(Some((meta, ObjectBody::OverCap)));
+        {
+            read.extend_from_slice(&chunk);
+            if read.len() as u64 > max_bytes {
+                let meta = ObjectMeta {
+                    size: read.len() as u64,
+                    ..meta
+                };
+                return Ok(Some((meta, ObjectBody::OverCap)));
+            }
         }
-        Ok(Some((meta, ObjectBody::Read(body))))
+        Ok(Some((meta, ObjectBody::Read(Bytes::from(read)))))
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
@@ -98,10 +133,7 @@ impl ObjectStore for S3ObjectStore {
                 size: output.content_length.unwrap_or(0).max(0) as u64,
             })),
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(store_error(
-                format!("S3 HeadObject s3://{bucket}/{key}"),
-                e.into_service_error(),
-            )),
+            Err(e) => Err(s3_error(format!("S3 HeadObject s3://{bucket}/{key}"), e)),
         }
     }
 }

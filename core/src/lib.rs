@@ -13,6 +13,8 @@
 
 pub mod body;
 pub mod capacity;
+#[cfg(test)]
+mod fixtures;
 pub mod key;
 pub mod ordering;
 pub mod ports;

@@ -146,25 +146,14 @@ impl Precondition {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::Date;
+    use crate::fixtures;
     use crate::state::Content;
 
     fn state(ordering: OrderingKey, etag: Option<&str>) -> InstanceState {
+        let content = etag.map_or(Content::Deleted, |etag| fixtures::live(&[], etag));
         InstanceState {
-            key: UploadKey {
-                date: Date::parse("2015-11-16").unwrap(),
-                instance: "i-1".into(),
-            },
-            object_key: "counters/2015-11-16/i-1".into(),
             ordering,
-            content: match etag {
-                Some(etag) => Content::Live {
-                    counters: Default::default(),
-                    etag: etag.into(),
-                    version_id: None,
-                },
-                None => Content::Deleted,
-            },
+            ..fixtures::state("i-1", "0", content)
         }
     }
 

@@ -56,7 +56,11 @@ pub mod attr {
 
 /// The state table's hash key for one instance on one day.
 pub fn partition_key(key: &UploadKey) -> String {
-    format!("{}#{:02}", key.date, bucket_of(&key.instance))
+    bucket_key(&key.date, bucket_of(&key.instance))
+}
+
+fn bucket_key(date: &Date, bucket: u64) -> String {
+    format!("{date}#{bucket:02}")
 }
 
 /// Which of the day's [`BUCKETS`] an instance's state lives in.
@@ -69,7 +73,7 @@ pub fn bucket_of(instance: &str) -> u64 {
 
 /// All hash keys of one day's state.
 pub fn partition_keys(date: &Date) -> impl Iterator<Item = String> + '_ {
-    (0..BUCKETS).map(move |bucket| format!("{date}#{bucket:02}"))
+    (0..BUCKETS).map(move |bucket| bucket_key(date, bucket))
 }
 
 /// What the state says the object holds.
@@ -155,9 +159,13 @@ pub struct StateItem {
 /// An item that does not describe a valid state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StateItemError {
-    #[error("state item {part}/{instance}: a live item has no ETag")]
+    #[error(
+        "state item {part}/{instance}: a live item has no ETag; it was not written by tally: delete it, and the instance's next upload writes it anew"
+    )]
     LiveWithoutETag { part: String, instance: String },
-    #[error("state item {part}/{instance}: stored under the wrong hash key (expected {expected})")]
+    #[error(
+        "state item {part}/{instance}: stored under the wrong hash key (expected {expected}); it was not written by tally: delete it, and the instance's next upload writes it anew"
+    )]
     WrongPartition {
         part: String,
         instance: String,
@@ -245,17 +253,10 @@ impl InstanceState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures;
 
     fn state(instance: &str, content: Content) -> InstanceState {
-        InstanceState {
-            key: UploadKey {
-                date: Date::parse("2015-11-16").unwrap(),
-                instance: instance.into(),
-            },
-            object_key: format!("counters/2015-11-16/{instance}"),
-            ordering: OrderingKey::from_sequencer("0A1B2C3D4E5F678901").unwrap(),
-            content,
-        }
+        fixtures::state(instance, "0A1B2C3D4E5F678901", content)
     }
 
     #[test]

@@ -24,28 +24,15 @@ pub fn sum<'a>(states: impl IntoIterator<Item = &'a InstanceState>) -> BTreeMap<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::{Date, UploadKey};
-    use crate::ordering::OrderingKey;
+    use crate::fixtures;
     use crate::state::Content;
 
     fn state(instance: &str, content: Content) -> InstanceState {
-        InstanceState {
-            key: UploadKey {
-                date: Date::parse("2015-11-16").unwrap(),
-                instance: instance.into(),
-            },
-            object_key: format!("counters/2015-11-16/{instance}"),
-            ordering: OrderingKey::from_sequencer("1").unwrap(),
-            content,
-        }
+        fixtures::state(instance, "1", content)
     }
 
     fn live(pairs: &[(&str, i64)]) -> Content {
-        Content::Live {
-            counters: pairs.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
-            etag: "e".into(),
-            version_id: None,
-        }
+        fixtures::live(pairs, "e")
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! versions. The bucket name in a location is not checked: one directory is
 //! one bucket.
 
-use std::io::ErrorKind;
+use std::io::{BufRead, ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -45,10 +45,7 @@ impl DirectoryStore {
 
     /// The S3-style ETag of some bytes.
     pub fn etag_of(bytes: &[u8]) -> String {
-        Md5::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex(&Md5::digest(bytes))
     }
 
     fn read_error(path: &Path, error: std::io::Error) -> StoreError {
@@ -79,11 +76,16 @@ impl ObjectStore for DirectoryStore {
             };
             return Ok(Some((meta, ObjectBody::OverCap)));
         }
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
+        // The file may have grown since its size was read: read at most one
+        // byte past the cap.
+        let mut bytes = Vec::with_capacity(size as usize);
+        let read = std::fs::File::open(&path)
+            .and_then(|file| file.take(max_bytes + 1).read_to_end(&mut bytes));
+        match read {
+            Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Self::read_error(&path, e)),
-        };
+        }
         if bytes.len() as u64 > max_bytes {
             let meta = ObjectMeta {
                 etag: String::new(),
@@ -102,16 +104,39 @@ impl ObjectStore for DirectoryStore {
 
     async fn head(&self, _bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         let path = self.path_of(key)?;
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(ObjectMeta {
-                etag: Self::etag_of(&bytes),
-                version_id: None,
-                size: bytes.len() as u64,
-            })),
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::IsADirectory) => Ok(None),
-            Err(e) => Err(Self::read_error(&path, e)),
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Self::read_error(&path, e)),
+        };
+        // Hash the file as it streams by, whatever its size.
+        let mut hasher = Md5::new();
+        let mut reader = std::io::BufReader::with_capacity(64 * 1024, file);
+        let mut size = 0u64;
+        loop {
+            let chunk = match reader.fill_buf() {
+                Ok(chunk) => chunk,
+                Err(e) if e.kind() == ErrorKind::IsADirectory => return Ok(None),
+                Err(e) => return Err(Self::read_error(&path, e)),
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            hasher.update(chunk);
+            let len = chunk.len();
+            size += len as u64;
+            reader.consume(len);
         }
+        Ok(Some(ObjectMeta {
+            etag: hex(&hasher.finalize()),
+            version_id: None,
+            size,
+        }))
     }
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

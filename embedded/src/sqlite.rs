@@ -81,7 +81,7 @@ impl SqliteStateStore {
         self.connection.lock().map_err(|_| {
             self.error(
                 "locking the connection",
-                "a writer panicked while holding it",
+                "a writer panicked while holding it; restart the process (committed writes are safe on disk)",
             )
         })
     }

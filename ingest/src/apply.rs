@@ -34,6 +34,17 @@
 //!    object. The correction replaces only this invocation's own write
 //!    (same ordering and ETag), so it cannot undo a newer one.
 //!
+//! # Where it stops short
+//!
+//! When the newest upload is *rejected*, the instance keeps the last accepted
+//! body that ingest managed to read, which under reordering is not always the
+//! last accepted upload: on an unversioned bucket an older event handled
+//! after the rejected upload reads the rejected bytes (the older ones are
+//! gone); on a versioned bucket, if step 2 skipped an identical re-upload, an
+//! older event delivered last can leave its body in place, because step 4 has
+//! no accepted object to correct to. The instance's next accepted upload puts
+//! it right, and instances upload every period.
+//!
 //! A write whose response was lost (a timeout after the write landed) is
 //! retried by the SDK, fails its condition, and is recognised by re-reading
 //! the state: it is this notice's own state, so the check of step 4 still runs.
@@ -51,7 +62,8 @@ use tally_core::state::{Content, InstanceState};
 
 use crate::event::{Change, Notice};
 
-/// How many times step 4 corrects a write before leaving it to the next event.
+/// How many times step 4 corrects a write before failing the event so that
+/// Lambda redelivers it (an object rewritten faster than ingest can read it).
 const MAX_CORRECTIONS: usize = 3;
 
 /// What ingest is configured with.
@@ -190,20 +202,22 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
         let stored = self.state.get(&key).await?;
         used.read_units += capacity::consistent_read_units(stored.as_ref().map(|s| s.item_size()));
         if let Some(stored) = &stored {
-            if stored.ordering == notice.ordering && !notice.ordering.replaces_equal() {
-                // This event again. Its first delivery may have written and then
-                // crashed before step 4, so finish step 4 for it.
+            if stored.ordering == notice.ordering {
+                // This event again (or, for time-ordered keys, another upload in
+                // the same millisecond). The first delivery may have written and
+                // crashed before step 4, so finish step 4 for it first.
                 let corrected = self
                     .check_after_write(stored.clone(), &notice.bucket, &mut used)
                     .await?;
-                let outcome = if corrected {
-                    Outcome::Written { corrected }
-                } else {
-                    Outcome::Duplicate
-                };
-                return Ok((outcome, used));
-            }
-            if !notice.ordering.supersedes(&stored.ordering) {
+                if corrected {
+                    // The state now matches the bucket as it is, which is at
+                    // least as new as anything this notice could bring.
+                    return Ok((Outcome::Written { corrected }, used));
+                }
+                if !notice.ordering.replaces_equal() {
+                    return Ok((Outcome::Duplicate, used));
+                }
+            } else if !notice.ordering.supersedes(&stored.ordering) {
                 return Ok((Outcome::Stale, used));
             }
         }
@@ -286,7 +300,7 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
         used: &mut Capacity,
     ) -> Result<bool, StoreError> {
         let mut corrected = false;
-        for _ in 0..MAX_CORRECTIONS {
+        for attempt in 0..=MAX_CORRECTIONS {
             let head = self.objects.head(bucket, &written.object_key).await?;
             let still_current = match (&written.content, &head) {
                 (Content::Deleted, None) => true,
@@ -295,6 +309,19 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
             };
             if still_current {
                 break;
+            }
+            if attempt == MAX_CORRECTIONS {
+                // The object changed under every correction. Fail, so that the
+                // event is redelivered and its redelivery checks again.
+                return Err(StoreError::new(
+                    format!(
+                        "checking s3://{bucket}/{} after writing its state",
+                        written.object_key
+                    ),
+                    format!(
+                        "the object changed during each of {MAX_CORRECTIONS} corrections; the event will be retried"
+                    ),
+                ));
             }
             let current = ObjectLocation {
                 bucket: bucket.to_owned(),
@@ -315,6 +342,10 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
                 content,
                 ..written.clone()
             };
+            if correction.item_size() > MAX_ITEM_BYTES {
+                // The newer body is too big to store; its own event rejects it.
+                break;
+            }
             let precondition = Precondition::Replaces {
                 ordering: written.ordering.clone(),
                 etag: written.content.etag().map(str::to_owned),

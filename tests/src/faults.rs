@@ -4,7 +4,8 @@
 //! budget of operations. Once the budget is spent every operation fails, as
 //! if the invocation died there. A write that would spend past the budget
 //! either is lost or lands with its response lost (a timeout after the write
-//! landed), as the test chooses.
+//! landed), as the test chooses. [`LostResponse`] makes every write twice,
+//! as the SDK does when a response is lost after the write landed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -97,5 +98,34 @@ impl<T: ObjectStore> ObjectStore for Crashing<T> {
             return Err(crash());
         }
         self.inner.head(bucket, key).await
+    }
+}
+
+/// A state store whose writes land but whose responses are lost once: every
+/// `put` is made twice, as the SDK retries a request that timed out after it
+/// landed, and reports what the second attempt saw.
+#[derive(Clone)]
+pub struct LostResponse<T> {
+    inner: T,
+}
+
+impl<T> LostResponse<T> {
+    pub fn new(inner: T) -> LostResponse<T> {
+        LostResponse { inner }
+    }
+}
+
+impl<T: StateStore> StateStore for LostResponse<T> {
+    async fn get(&self, key: &UploadKey) -> Result<Option<InstanceState>, StoreError> {
+        self.inner.get(key).await
+    }
+
+    async fn put(
+        &self,
+        state: &InstanceState,
+        precondition: &Precondition,
+    ) -> Result<PutOutcome, StoreError> {
+        self.inner.put(state, precondition).await?;
+        self.inner.put(state, precondition).await
     }
 }

@@ -69,6 +69,8 @@ pub struct S3Change<'a> {
     pub etag: Option<&'a str>,
     pub version_id: Option<&'a str>,
     pub sequencer: Option<&'a str>,
+    /// `eventTime`, in milliseconds since 1970.
+    pub event_millis: i64,
 }
 
 /// An S3 event in the shape of AWS's documented sample, describing `change`.
@@ -81,7 +83,11 @@ pub fn s3_event(change: &S3Change<'_>) -> Value {
     let mut event = aws_sample(sample);
     let record = &mut event["Records"][0];
     record["eventName"] = change.event_name.into();
-    record["eventTime"] = "2015-11-16T10:00:00.000Z".into();
+    record["eventTime"] = chrono::DateTime::from_timestamp_millis(change.event_millis)
+        .expect("an event time within chrono's range")
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+        .into();
     record["s3"]["bucket"]["name"] = change.bucket.into();
     record["s3"]["bucket"]["arn"] = format!("arn:aws:s3:::{}", change.bucket).into();
     let object = record["s3"]["object"]

@@ -1,17 +1,24 @@
 //! A fresh bucket and state table on the test server, with ingest wired to them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 use tally_aws::bucket::S3ObjectStore;
 use tally_aws::state_table::{DynamoStateStore, create_state_table};
 use tally_core::key::{Date, UploadKey};
-use tally_core::ports::StateStore;
+use tally_core::ports::{StateStore, normalize_etag};
 use tally_core::state::{InstanceState, StateItem};
 use tally_ingest::{IngestConfig, Ingestor};
 
 use crate::{S3Change, s3_event, sdk_config, unique};
+
+/// When S3 says an event happened: its sequencer and its event time.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    pub sequencer: String,
+    pub event_millis: i64,
+}
 
 /// What S3 said about an upload.
 #[derive(Debug, Clone)]
@@ -19,8 +26,18 @@ pub struct Uploaded {
     pub key: String,
     pub etag: String,
     pub version_id: Option<String>,
-    pub sequencer: String,
+    pub stamp: Stamp,
 }
+
+/// A deletion and when it happened.
+#[derive(Debug, Clone)]
+pub struct Deleted {
+    pub key: String,
+    pub stamp: Stamp,
+}
+
+/// 2015-11-16T10:00:00Z, when the test world's clock starts.
+const CLOCK_START_MILLIS: i64 = 1_447_668_000_000;
 
 /// One test's own bucket and state table.
 pub struct IngestWorld {
@@ -30,7 +47,10 @@ pub struct IngestWorld {
     pub table: String,
     pub store: DynamoStateStore,
     pub ingestor: Ingestor<DynamoStateStore, S3ObjectStore>,
+    /// Events carry no sequencer, only their time, as some emulators send them.
+    pub timed: bool,
     sequence: AtomicU64,
+    clock_millis: AtomicI64,
 }
 
 impl IngestWorld {
@@ -77,7 +97,30 @@ impl IngestWorld {
             table,
             store,
             ingestor,
+            timed: false,
             sequence: AtomicU64::new(0x00AB_0000_0000_0000),
+            clock_millis: AtomicI64::new(CLOCK_START_MILLIS),
+        }
+    }
+
+    /// The same world, with events that carry no sequencer (ordered by time).
+    pub fn timed(self) -> IngestWorld {
+        IngestWorld {
+            timed: true,
+            ..self
+        }
+    }
+
+    /// Makes the next upload or delete happen in the same millisecond as the
+    /// last one, so time-ordered events tie.
+    pub fn same_millisecond_next(&self) {
+        self.clock_millis.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            sequencer: self.next_sequencer(),
+            event_millis: self.clock_millis.fetch_add(1, Ordering::Relaxed) + 1,
         }
     }
 
@@ -100,18 +143,14 @@ impl IngestWorld {
             .expect("upload to the test server");
         Uploaded {
             key: key.to_owned(),
-            etag: output
-                .e_tag
-                .unwrap_or_default()
-                .trim_matches('"')
-                .to_owned(),
+            etag: normalize_etag(output.e_tag.as_deref().unwrap_or_default()),
             version_id: output.version_id,
-            sequencer: self.next_sequencer(),
+            stamp: self.stamp(),
         }
     }
 
-    /// Deletes the object and returns the sequencer of its removal event.
-    pub async fn delete(&self, key: &str) -> String {
+    /// Deletes the object (on a versioned bucket: places a delete marker).
+    pub async fn delete(&self, key: &str) -> Deleted {
         self.s3
             .delete_object()
             .bucket(&self.bucket)
@@ -119,7 +158,14 @@ impl IngestWorld {
             .send()
             .await
             .expect("delete on the test server");
-        self.next_sequencer()
+        Deleted {
+            key: key.to_owned(),
+            stamp: self.stamp(),
+        }
+    }
+
+    fn sequencer<'a>(&self, stamp: &'a Stamp) -> Option<&'a str> {
+        (!self.timed).then_some(stamp.sequencer.as_str())
     }
 
     /// The S3 event AWS would send for this upload (with its version id, if any).
@@ -130,18 +176,21 @@ impl IngestWorld {
             key: &uploaded.key,
             etag: Some(&uploaded.etag),
             version_id: uploaded.version_id.as_deref(),
-            sequencer: Some(&uploaded.sequencer),
+            sequencer: self.sequencer(&uploaded.stamp),
+            event_millis: uploaded.stamp.event_millis,
         })
     }
 
-    pub fn removed_event(&self, key: &str, sequencer: &str) -> serde_json::Value {
+    /// The S3 event AWS would send for this deletion.
+    pub fn removed_event(&self, deleted: &Deleted) -> serde_json::Value {
         s3_event(&S3Change {
             event_name: "ObjectRemoved:Delete",
             bucket: &self.bucket,
-            key,
+            key: &deleted.key,
             etag: None,
             version_id: None,
-            sequencer: Some(sequencer),
+            sequencer: self.sequencer(&deleted.stamp),
+            event_millis: deleted.stamp.event_millis,
         })
     }
 

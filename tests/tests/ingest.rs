@@ -66,7 +66,7 @@ async fn an_sns_wrapped_upload_reaches_the_state_table_with_names_and_ids_intact
         assert_eq!(state.content.etag(), Some(uploaded.etag.as_str()));
         assert_eq!(
             state.ordering,
-            OrderingKey::from_sequencer(&uploaded.sequencer).unwrap()
+            OrderingKey::from_sequencer(&uploaded.stamp.sequencer).unwrap()
         );
     }
     // The raw items, read with a Scan rather than through the store, carry the same text.
@@ -132,14 +132,7 @@ async fn every_rejected_body_keeps_the_previous_state_and_says_exactly_why() {
         assert_eq!(report.capacity.writes, 0, "{expected}");
         assert!(matches!(response, IngestResponse::Report(_)));
         // The same notice applied directly gives the precise reason.
-        let notice = match &tally_ingest::event::decode(&event).unwrap().messages[0]
-            .records
-            .as_ref()
-            .unwrap()[0]
-        {
-            tally_ingest::event::Record::Notice(n) => n.clone(),
-            other => panic!("{other:?}"),
-        };
+        let notice = notice_of(&event);
         // A newer event for the same rejected object, so it is not a duplicate.
         let mut again = notice.clone();
         again.ordering = OrderingKey::from_sequencer(&world.next_sequencer()).unwrap();
@@ -156,9 +149,18 @@ async fn every_rejected_body_keeps_the_previous_state_and_says_exactly_why() {
 }
 
 #[tokio::test]
-async fn an_object_over_the_cap_is_refused_from_its_size_alone() {
+async fn an_object_over_the_cap_is_refused_from_its_size_and_the_state_kept() {
     let world = IngestWorld::new().await;
     let key = "counters/2015-11-16/big";
+    let first = world.upload(key, "requests 1").await;
+    world
+        .ingestor
+        .handle(&world.created_event(&first))
+        .await
+        .unwrap();
+    let before = world.state("2015-11-16", "big").await;
+    assert!(before.is_some());
+
     let body = vec![b' '; (DEFAULT_MAX_BODY_BYTES + 1) as usize];
     let uploaded = world.upload(key, body).await;
     let notice = notice_of(&world.created_event(&uploaded));
@@ -169,9 +171,9 @@ async fn an_object_over_the_cap_is_refused_from_its_size_alone() {
         ),
         other => panic!("{other:?}"),
     }
-    assert!(world.state("2015-11-16", "big").await.is_none());
+    assert_eq!(world.state("2015-11-16", "big").await, before);
 
-    // A smaller cap applies to the same path.
+    // A configured cap applies the same way.
     let small = IngestWorld::with(
         IngestConfig {
             max_body_bytes: 8,
@@ -182,10 +184,114 @@ async fn an_object_over_the_cap_is_refused_from_its_size_alone() {
     .await;
     let uploaded = small.upload("counters/2015-11-16/i-1", "a 1 b 2 c 3").await;
     let notice = notice_of(&small.created_event(&uploaded));
-    assert!(matches!(
-        small.ingestor.apply(&notice).await.unwrap().0,
-        Outcome::Rejected(_)
-    ));
+    match small.ingestor.apply(&notice).await.unwrap().0 {
+        Outcome::Rejected(reason) => assert_eq!(
+            reason.to_string(),
+            "body is 11 bytes, over the 8-byte cap; split the counters or raise the cap"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_body_too_big_for_one_item_is_rejected_with_the_item_size() {
+    // 20,000 counters of 24-byte names parse (well under 1 MiB) but would
+    // make a state item over DynamoDB's 400 KB limit.
+    let world = IngestWorld::new().await;
+    let key = "counters/2015-11-16/i-1";
+    let first = world.upload(key, "requests 1").await;
+    world
+        .ingestor
+        .handle(&world.created_event(&first))
+        .await
+        .unwrap();
+    let before = world.state("2015-11-16", "i-1").await;
+
+    let body: String = (0..20_000)
+        .map(|i| format!("counter.name.number.{i:05} 123456\n"))
+        .collect();
+    assert!(body.len() < DEFAULT_MAX_BODY_BYTES as usize);
+    let uploaded = world.upload(key, body).await;
+    let notice = notice_of(&world.created_event(&uploaded));
+    match world.ingestor.apply(&notice).await.unwrap().0 {
+        Outcome::Rejected(reason) => {
+            let message = reason.to_string();
+            assert!(
+                message.starts_with("the body parses, but its state item would be "),
+                "{message}"
+            );
+            assert!(message.ends_with(" bytes, over DynamoDB's 409600-byte item limit; report fewer or shorter counters per instance"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(world.state("2015-11-16", "i-1").await, before);
+}
+
+#[tokio::test]
+async fn a_write_whose_response_was_lost_is_recognised_as_landed() {
+    // The SDK retries a PutItem whose response timed out after it landed;
+    // the retry fails its condition. Ingest must see that the state is its
+    // own, report it written, and still run its check.
+    let world = IngestWorld::new().await;
+    let uploaded = world.upload("counters/2015-11-16/i-1", "a 1").await;
+    let retried = tally_ingest::Ingestor::new(
+        tally_tests::faults::LostResponse::new(world.store.clone()),
+        tally_aws::bucket::S3ObjectStore::new(world.s3.clone()),
+        IngestConfig::default(),
+    );
+    let (outcome, used) = retried
+        .apply(&notice_of(&world.created_event(&uploaded)))
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Written { corrected: false });
+    assert_eq!(used.writes, 1);
+    let state = world.state("2015-11-16", "i-1").await.unwrap();
+    assert_eq!(live_counters(&state), &counters(&[("a", 1)]));
+}
+
+#[tokio::test]
+async fn events_without_a_sequencer_are_ordered_by_time_and_ties_settle_on_the_bucket() {
+    // Two uploads in the same millisecond, delivered newest first, on a
+    // versioned bucket: the older one reads its own version and writes it
+    // (equal times count as newer), and the check puts the newest back.
+    let world = IngestWorld::versioned().await.timed();
+    let key = "counters/2015-11-16/i-1";
+    let first = world.upload(key, "a 1").await;
+    world.same_millisecond_next();
+    let second = world.upload(key, "a 2").await;
+    assert_eq!(first.stamp.event_millis, second.stamp.event_millis);
+    let later = world.upload(key, "a 3").await;
+
+    world
+        .ingestor
+        .handle(&world.created_event(&second))
+        .await
+        .unwrap();
+    world
+        .ingestor
+        .handle(&world.created_event(&first))
+        .await
+        .unwrap();
+    let state = world.state("2015-11-16", "i-1").await.unwrap();
+    assert_eq!(
+        live_counters(&state),
+        &counters(&[("a", 3)]),
+        "the bucket holds a 3 by now"
+    );
+
+    // The newest event, then the oldest again: nothing lasting changes.
+    world
+        .ingestor
+        .handle(&world.created_event(&later))
+        .await
+        .unwrap();
+    world
+        .ingestor
+        .handle(&world.created_event(&first))
+        .await
+        .unwrap();
+    let state = world.state("2015-11-16", "i-1").await.unwrap();
+    assert_eq!(live_counters(&state), &counters(&[("a", 3)]));
 }
 
 fn notice_of(event: &Value) -> tally_ingest::event::Notice {
@@ -259,7 +365,7 @@ async fn stale_and_duplicate_events_never_overwrite_newer_state() {
     assert_eq!(live_counters(&state), &counters(&[("a", 2)]));
     assert_eq!(
         state.ordering,
-        OrderingKey::from_sequencer(&newer.sequencer).unwrap()
+        OrderingKey::from_sequencer(&newer.stamp.sequencer).unwrap()
     );
 }
 
@@ -273,7 +379,7 @@ async fn a_delete_leaves_a_tombstone_that_a_late_create_cannot_pass() {
     // The removal arrives first; the create (its exact version still readable) after.
     let (_, report) = world
         .ingestor
-        .handle(&sns_event(&world.removed_event(key, &removed)))
+        .handle(&sns_event(&world.removed_event(&removed)))
         .await
         .unwrap();
     assert_eq!(report.written, 1);
@@ -288,7 +394,7 @@ async fn a_delete_leaves_a_tombstone_that_a_late_create_cannot_pass() {
     assert_eq!(state.content, Content::Deleted);
     assert_eq!(
         state.ordering,
-        OrderingKey::from_sequencer(&removed).unwrap()
+        OrderingKey::from_sequencer(&removed.stamp.sequencer).unwrap()
     );
 }
 
@@ -305,7 +411,7 @@ async fn a_removal_after_a_create_drops_the_contribution() {
     let removed = world.delete(key).await;
     world
         .ingestor
-        .handle(&world.removed_event(key, &removed))
+        .handle(&world.removed_event(&removed))
         .await
         .unwrap();
     let state = world.state("2015-11-16", "i-1").await.unwrap();
@@ -313,19 +419,16 @@ async fn a_removal_after_a_create_drops_the_contribution() {
     assert!(state.content.counters().is_none());
 }
 
-#[tokio::test]
-async fn an_older_version_applied_late_is_corrected_to_what_the_bucket_holds() {
-    // Uploads A, B, A on a versioned bucket. The third event finds A stored
-    // and writes nothing; the second, delivered last, reads version B exactly
-    // and writes it; the check after its write sees A in the bucket and
-    // corrects the state back to A.
+/// On a versioned bucket, uploads A (`a 1`), B (`a 2`), A again; delivers the
+/// two A events (the second finds A stored and writes nothing) and returns B's
+/// upload, not yet delivered.
+async fn a_b_a_with_b_undelivered() -> (IngestWorld, tally_tests::world::Uploaded) {
     let world = IngestWorld::versioned().await;
     let key = "counters/2015-11-16/i-1";
     let a1 = world.upload(key, "a 1").await;
     let b = world.upload(key, "a 2").await;
     let a2 = world.upload(key, "a 1").await;
     assert!(b.version_id.is_some(), "the bucket is versioned");
-
     world
         .ingestor
         .handle(&world.created_event(&a1))
@@ -336,7 +439,17 @@ async fn an_older_version_applied_late_is_corrected_to_what_the_bucket_holds() {
         .handle(&world.created_event(&a2))
         .await
         .unwrap();
-    assert_eq!(report.unchanged, 1);
+    assert_eq!(report.unchanged, 1, "{report:?}");
+    (world, b)
+}
+
+#[tokio::test]
+async fn an_older_version_applied_late_is_corrected_to_what_the_bucket_holds() {
+    // Uploads A, B, A on a versioned bucket. The third event finds A stored
+    // and writes nothing; the second, delivered last, reads version B exactly
+    // and writes it; the check after its write sees A in the bucket and
+    // corrects the state back to A.
+    let (world, b) = a_b_a_with_b_undelivered().await;
     let (_, report) = world
         .ingestor
         .handle(&world.created_event(&b))
@@ -350,7 +463,9 @@ async fn an_older_version_applied_late_is_corrected_to_what_the_bucket_holds() {
 
 #[tokio::test]
 async fn concurrent_invocations_for_one_instance_converge_on_the_last_upload() {
-    let world = IngestWorld::new().await;
+    // Versioned, so each event reads its own body: a late write of an older
+    // body is possible and must not win.
+    let world = IngestWorld::versioned().await;
     let key = "counters/2015-11-16/i-1";
     let mut events = Vec::new();
     for value in 1..=6 {
@@ -384,6 +499,7 @@ async fn keys_and_events_off_the_convention_are_ignored_not_failed() {
             etag: Some("0123456789abcdef0123456789abcdef"),
             version_id: None,
             sequencer: Some("0A1B2C3D4E5F678901"),
+            event_millis: 1_447_668_000_000,
         });
         records.push(event["Records"][0].clone());
     }
@@ -592,21 +708,7 @@ async fn a_redelivered_event_finishes_the_check_its_crashed_delivery_never_ran()
     // As in the A, B, A test, but the delivery of B crashes right after its
     // write, before the check. Lambda redelivers it; the redelivery finds
     // its own write and runs the check, which restores A.
-    let world = IngestWorld::versioned().await;
-    let key = "counters/2015-11-16/i-1";
-    let a1 = world.upload(key, "a 1").await;
-    let b = world.upload(key, "a 2").await;
-    let a2 = world.upload(key, "a 1").await;
-    world
-        .ingestor
-        .handle(&world.created_event(&a1))
-        .await
-        .unwrap();
-    world
-        .ingestor
-        .handle(&world.created_event(&a2))
-        .await
-        .unwrap();
+    let (world, b) = a_b_a_with_b_undelivered().await;
 
     // Three operations succeed (read state, read object, write); the check's HEAD crashes.
     let (state, objects) = tally_tests::faults::crashing(
