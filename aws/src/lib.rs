@@ -7,11 +7,13 @@
 //! - [`config`]: one SDK configuration for every client, with the retry and
 //!   timeout policy and the handling of custom endpoints;
 //! - [`state_table`]: the state table ([`tally_core::state`]) and its schema;
+//! - [`totals_tables`]: the aggregate stage's partial items and the totals;
 //! - [`bucket`]: the S3 bucket the fleet uploads to.
 
 pub mod bucket;
 pub mod config;
 pub mod state_table;
+pub mod totals_tables;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use tally_core::ports::StoreError;

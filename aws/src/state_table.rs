@@ -11,9 +11,9 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType, StreamSpecification, StreamViewType,
 };
-use tally_core::key::UploadKey;
+use tally_core::key::{Date, UploadKey};
 use tally_core::ports::{Precondition, PutOutcome, StateStore, StoreError};
-use tally_core::state::{InstanceState, StateItem, attr, partition_key};
+use tally_core::state::{InstanceState, StateItem, attr, partition_key, partition_keys};
 
 use crate::store_error;
 
@@ -124,6 +124,59 @@ impl StateStore for DynamoStateStore {
                     Err(store_error(self.operation("PutItem", &state.key), e))
                 }
             }
+        }
+    }
+
+    async fn day(&self, date: &Date) -> Result<Vec<InstanceState>, StoreError> {
+        let mut states = Vec::new();
+        for part in partition_keys(date) {
+            for item in query_partition(&self.client, &self.table, attr::PART, &part).await? {
+                let item: StateItem = serde_dynamo::from_item(item).map_err(|e| {
+                    StoreError::new(
+                        format!("decoding a state item of {part} in {}", self.table),
+                        e,
+                    )
+                })?;
+                let state = InstanceState::try_from(item).map_err(|e| {
+                    StoreError::new(format!("reading state of {part} in {}", self.table), e)
+                })?;
+                states.push(state);
+            }
+        }
+        Ok(states)
+    }
+}
+
+/// Reads every page of a strongly consistent query of one hash key.
+pub(crate) async fn query_partition(
+    client: &Client,
+    table: &str,
+    key_attribute: &str,
+    key: &str,
+) -> Result<Vec<std::collections::HashMap<String, AttributeValue>>, StoreError> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .query()
+            .table_name(table)
+            .consistent_read(true)
+            .key_condition_expression("#key = :key")
+            .expression_attribute_names("#key", key_attribute)
+            .expression_attribute_values(":key", AttributeValue::S(key.to_owned()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| {
+                store_error(
+                    format!("DynamoDB Query on table {table} ({key})"),
+                    e.into_service_error(),
+                )
+            })?;
+        items.extend(page.items.unwrap_or_default());
+        match page.last_evaluated_key {
+            Some(last) if !last.is_empty() => start = Some(last),
+            _ => return Ok(items),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! unchanged, by the Lambda functions and by the embedded runtime:
 //!
 //! - [`body`]: the upload format and why a body is rejected;
+//! - [`aggregate`]: state changes to exact totals, exactly once;
 //! - [`key`]: the object-key convention, calendar dates, event-key decoding;
 //! - [`ordering`]: the order of events on one key (S3's `sequencer`);
 //! - [`state`]: the state table's item and its partitioning;
@@ -11,6 +12,7 @@
 //! - [`ports`]: the traits the stages run over, implemented by adapters;
 //! - [`totals`]: fleet totals as a batch job computes them.
 
+pub mod aggregate;
 pub mod body;
 pub mod capacity;
 #[cfg(test)]

@@ -10,7 +10,8 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-use crate::key::UploadKey;
+use crate::aggregate::{Basis, PartialItem, TotalItem};
+use crate::key::{Date, UploadKey};
 use crate::ordering::OrderingKey;
 use crate::state::InstanceState;
 
@@ -119,6 +120,60 @@ pub trait StateStore: Send + Sync {
         state: &InstanceState,
         precondition: &Precondition,
     ) -> impl Future<Output = Result<PutOutcome, StoreError>> + Send;
+
+    /// Strongly consistent reads of every instance's state on one day.
+    fn day(
+        &self,
+        date: &Date,
+    ) -> impl Future<Output = Result<Vec<InstanceState>, StoreError>> + Send;
+}
+
+/// What a total's conditional write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TotalWrite {
+    Written,
+    /// A total computed from a basis this one does not cover is stored;
+    /// nothing was written. It carries that stored basis.
+    NotCovering {
+        stored: Basis,
+    },
+}
+
+/// The aggregate stage's tables: the partial items and the totals.
+pub trait TotalsStore: Send + Sync {
+    /// A strongly consistent read of one bucket's partial item.
+    fn partial(
+        &self,
+        date: &Date,
+        bucket: u64,
+    ) -> impl Future<Output = Result<Option<PartialItem>, StoreError>> + Send;
+
+    /// Writes a partial item if the stored one is at `read_version` (or
+    /// absent, for version 0), atomically.
+    fn put_partial(
+        &self,
+        item: &PartialItem,
+        read_version: u64,
+    ) -> impl Future<Output = Result<PutOutcome, StoreError>> + Send;
+
+    /// Strongly consistent reads of every partial item of a day.
+    fn partials(
+        &self,
+        date: &Date,
+    ) -> impl Future<Output = Result<Vec<PartialItem>, StoreError>> + Send;
+
+    /// Writes a total unless the stored one's basis is not covered by this
+    /// one's ([`Basis::covers`]), atomically.
+    fn put_total(
+        &self,
+        item: &TotalItem,
+    ) -> impl Future<Output = Result<TotalWrite, StoreError>> + Send;
+
+    /// Every total of a day, removed ones included.
+    fn totals(
+        &self,
+        date: &Date,
+    ) -> impl Future<Output = Result<Vec<TotalItem>, StoreError>> + Send;
 }
 
 /// An ETag without the quotes GetObject puts around it, as S3 events carry it,

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use tally_core::key::UploadKey;
+use tally_core::key::{Date, UploadKey};
 use tally_core::ports::{Precondition, PutOutcome, StateStore, StoreError};
 use tally_core::state::{InstanceState, StateItem, partition_key};
 
@@ -211,6 +211,27 @@ impl StateStore for SqliteStateStore {
             .commit()
             .map_err(|e| self.error("committing a write", e))?;
         Ok(PutOutcome::Written)
+    }
+
+    async fn day(&self, date: &Date) -> Result<Vec<InstanceState>, StoreError> {
+        let connection = self.lock()?;
+        // Hash keys are `<date>#NN`; '$' is the character after '#'.
+        let mut statement = connection
+            .prepare(
+                "SELECT item FROM state WHERE part >= ?1 AND part < ?2 ORDER BY part, instance",
+            )
+            .map_err(|e| self.error("listing a day's states", e))?;
+        let items = statement
+            .query_map(params![format!("{date}#"), format!("{date}$")], |row| {
+                row.get::<_, String>(0)
+            })
+            .map_err(|e| self.error("listing a day's states", e))?;
+        items
+            .map(|item| {
+                let item = item.map_err(|e| self.error("listing a day's states", e))?;
+                decode(&item).map_err(|e| self.error("decoding a state item", e))
+            })
+            .collect()
     }
 }
 

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use tally_core::key::UploadKey;
+use tally_core::key::{Date, UploadKey};
 use tally_core::ports::{
     ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, Precondition, PutOutcome, StateStore,
     StoreError,
@@ -63,6 +63,13 @@ impl<T: StateStore> StateStore for Crashing<T> {
             return Err(crash());
         }
         self.inner.get(key).await
+    }
+
+    async fn day(&self, date: &Date) -> Result<Vec<InstanceState>, StoreError> {
+        if !self.spend() {
+            return Err(crash());
+        }
+        self.inner.day(date).await
     }
 
     async fn put(
@@ -118,6 +125,10 @@ impl<T> LostResponse<T> {
 impl<T: StateStore> StateStore for LostResponse<T> {
     async fn get(&self, key: &UploadKey) -> Result<Option<InstanceState>, StoreError> {
         self.inner.get(key).await
+    }
+
+    async fn day(&self, date: &Date) -> Result<Vec<InstanceState>, StoreError> {
+        self.inner.day(date).await
     }
 
     async fn put(

@@ -148,4 +148,5 @@ pub fn url_encode_key(key: &str) -> String {
 }
 
 pub mod faults;
+pub mod streams;
 pub mod world;

@@ -229,3 +229,95 @@ impl IngestWorld {
         items
     }
 }
+
+/// The ingest world plus the aggregate stage: partials and totals tables,
+/// the aggregator, and a reader of the state table's stream.
+pub struct PipelineWorld {
+    pub ingest: IngestWorld,
+    pub partials_table: String,
+    pub totals_table: String,
+    pub aggregator: tally_aggregate::Aggregator<tally_aws::totals_tables::DynamoTotalsStore>,
+    pub stream: crate::streams::StreamReader,
+}
+
+impl PipelineWorld {
+    pub async fn new(versioned: bool) -> PipelineWorld {
+        let ingest = IngestWorld::with(IngestConfig::default(), versioned).await;
+        let sdk = sdk_config().await;
+        let partials_table = unique("partials");
+        let totals_table = unique("totals");
+        tally_aws::totals_tables::create_partials_table(&ingest.dynamodb, &partials_table)
+            .await
+            .expect("create the partials table");
+        tally_aws::totals_tables::create_totals_table(&ingest.dynamodb, &totals_table)
+            .await
+            .expect("create the totals table");
+        let aggregator =
+            tally_aggregate::Aggregator::new(tally_aws::totals_tables::DynamoTotalsStore::new(
+                ingest.dynamodb.clone(),
+                &partials_table,
+                &totals_table,
+            ));
+        let stream =
+            crate::streams::StreamReader::open(&sdk, &ingest.dynamodb, &ingest.table).await;
+        PipelineWorld {
+            ingest,
+            partials_table,
+            totals_table,
+            aggregator,
+            stream,
+        }
+    }
+
+    /// The day's live totals as the `ByDate` index lists them.
+    pub async fn totals(&self, date: &str) -> std::collections::BTreeMap<String, i128> {
+        use tally_core::ports::TotalsStore;
+        self.aggregator
+            .store()
+            .totals(&Date::parse(date).expect("a valid test date"))
+            .await
+            .expect("query the totals")
+            .into_iter()
+            .filter_map(|t| t.value.map(|v| (t.counter, v.0)))
+            .collect()
+    }
+
+    /// What a batch job computes from the bucket: the sum over the day's
+    /// objects of their bodies (every object's body must be accepted).
+    pub async fn batch_totals(&self, date: &str) -> std::collections::BTreeMap<String, i128> {
+        let mut totals = std::collections::BTreeMap::new();
+        let listed = self
+            .ingest
+            .s3
+            .list_objects_v2()
+            .bucket(&self.ingest.bucket)
+            .prefix(format!("counters/{date}/"))
+            .send()
+            .await
+            .expect("list the bucket");
+        for object in listed.contents.unwrap_or_default() {
+            let key = object.key.expect("a listed object has a key");
+            let body = self
+                .ingest
+                .s3
+                .get_object()
+                .bucket(&self.ingest.bucket)
+                .key(&key)
+                .send()
+                .await
+                .expect("read an object")
+                .body
+                .collect()
+                .await
+                .expect("read an object's body")
+                .into_bytes();
+            let counters = tally_core::body::parse(&body, tally_core::body::DEFAULT_MAX_BODY_BYTES)
+                .unwrap_or_else(|e| panic!("{key}: {e}"));
+            for counter in counters {
+                *totals.entry(counter.name.to_owned()).or_insert(0i128) +=
+                    i128::from(counter.value);
+            }
+        }
+        totals
+    }
+}

@@ -1,0 +1,407 @@
+//! The aggregate stage's tables on DynamoDB: partial items and totals.
+//!
+//! - **partials**: hash key `Part` (`<date>#<bucket>`), one item per bucket
+//!   of a day ([`tally_core::aggregate::PartialItem`]; sums are decimal text
+//!   because they are exact `i128`). No stream.
+//! - **totals** (the seed's table 2): hash key `Counter`, range key `Date`,
+//!   `Value` (N), plus `Contributors` and `Basis`
+//!   ([`tally_core::aggregate::TotalItem`]); global secondary index `ByDate`
+//!   (hash `Date`, range `Counter`, projecting `Value` and `Contributors`);
+//!   stream `NEW_AND_OLD_IMAGES` for the rules stage.
+//!
+//! A total is written only over one whose basis it covers: the condition
+//! names each of the 64 basis entries (`#basis[7] <= :v7`), all through
+//! placeholders, since `Counter`, `Date` and `Value` are reserved words.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, KeysAndAttributes, Projection, ProjectionType, ScalarAttributeType,
+    StreamSpecification, StreamViewType,
+};
+use tally_core::aggregate::{Basis, PartialItem, TotalItem, partial_key};
+use tally_core::key::Date;
+use tally_core::ports::{PutOutcome, StoreError, TotalWrite, TotalsStore};
+use tally_core::state::BUCKETS;
+
+use crate::store_error;
+
+/// The name of the totals table's index by date.
+pub const BY_DATE: &str = "ByDate";
+
+/// How often unprocessed keys of a BatchGetItem are asked for again.
+const BATCH_GET_ATTEMPTS: u32 = 8;
+
+/// The partials and totals tables, reached through one client.
+#[derive(Clone, Debug)]
+pub struct DynamoTotalsStore {
+    client: Client,
+    partials_table: String,
+    totals_table: String,
+}
+
+impl DynamoTotalsStore {
+    pub fn new(
+        client: Client,
+        partials_table: impl Into<String>,
+        totals_table: impl Into<String>,
+    ) -> DynamoTotalsStore {
+        DynamoTotalsStore {
+            client,
+            partials_table: partials_table.into(),
+            totals_table: totals_table.into(),
+        }
+    }
+
+    pub fn totals_table(&self) -> &str {
+        &self.totals_table
+    }
+
+    fn decode_partial(
+        &self,
+        item: HashMap<String, AttributeValue>,
+    ) -> Result<PartialItem, StoreError> {
+        serde_dynamo::from_item(item).map_err(|e| {
+            StoreError::new(
+                format!("decoding a partial item of {}", self.partials_table),
+                e,
+            )
+        })
+    }
+
+    fn decode_total(&self, item: HashMap<String, AttributeValue>) -> Result<TotalItem, StoreError> {
+        TotalItem::from_item(item.into())
+            .map_err(|e| StoreError::new(format!("decoding a total of {}", self.totals_table), e))
+    }
+
+    async fn stored_basis(&self, item: &TotalItem) -> Result<Basis, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.totals_table)
+            .key("Counter", AttributeValue::S(item.counter.clone()))
+            .key("Date", AttributeValue::S(item.date.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| {
+                store_error(
+                    format!(
+                        "DynamoDB GetItem on table {} ({} {})",
+                        self.totals_table, item.counter, item.date
+                    ),
+                    e.into_service_error(),
+                )
+            })?;
+        match output.item {
+            Some(stored) => Ok(self.decode_total(stored)?.basis),
+            None => Ok(Basis::none()),
+        }
+    }
+}
+
+impl TotalsStore for DynamoTotalsStore {
+    async fn partial(&self, date: &Date, bucket: u64) -> Result<Option<PartialItem>, StoreError> {
+        let part = partial_key(date, bucket);
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.partials_table)
+            .key("Part", AttributeValue::S(part.clone()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| {
+                store_error(
+                    format!("DynamoDB GetItem on table {} ({part})", self.partials_table),
+                    e.into_service_error(),
+                )
+            })?;
+        output
+            .item
+            .map(|item| self.decode_partial(item))
+            .transpose()
+    }
+
+    async fn put_partial(
+        &self,
+        item: &PartialItem,
+        read_version: u64,
+    ) -> Result<PutOutcome, StoreError> {
+        let operation = || {
+            format!(
+                "DynamoDB PutItem on table {} ({})",
+                self.partials_table, item.part
+            )
+        };
+        let encoded = serde_dynamo::to_item(item).map_err(|e| StoreError::new(operation(), e))?;
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.partials_table)
+            .set_item(Some(encoded));
+        let request = if read_version == 0 {
+            request
+                .condition_expression("attribute_not_exists(#part)")
+                .expression_attribute_names("#part", "Part")
+        } else {
+            request
+                .condition_expression("#version = :version")
+                .expression_attribute_names("#version", "Version")
+                .expression_attribute_values(
+                    ":version",
+                    AttributeValue::N(read_version.to_string()),
+                )
+        };
+        match request.send().await {
+            Ok(_) => Ok(PutOutcome::Written),
+            Err(e) => {
+                let e = e.into_service_error();
+                if e.is_conditional_check_failed_exception() {
+                    Ok(PutOutcome::PreconditionFailed)
+                } else {
+                    Err(store_error(operation(), e))
+                }
+            }
+        }
+    }
+
+    async fn partials(&self, date: &Date) -> Result<Vec<PartialItem>, StoreError> {
+        let operation = || {
+            format!(
+                "DynamoDB BatchGetItem on table {} ({date})",
+                self.partials_table
+            )
+        };
+        let mut keys = KeysAndAttributes::builder().consistent_read(true);
+        for bucket in 0..BUCKETS {
+            keys = keys.keys(HashMap::from([(
+                "Part".to_owned(),
+                AttributeValue::S(partial_key(date, bucket)),
+            )]));
+        }
+        let mut pending = HashMap::from([(
+            self.partials_table.clone(),
+            keys.build().map_err(|e| StoreError::new(operation(), e))?,
+        )]);
+        let mut partials = Vec::new();
+        for attempt in 0..BATCH_GET_ATTEMPTS {
+            if attempt > 0 {
+                // DynamoDB left some keys unread (throttling or the 16 MB
+                // response cap): back off, with jitter, and ask again.
+                let jitter = u64::from(std::process::id() % 50);
+                tokio::time::sleep(Duration::from_millis((50 << attempt) + jitter)).await;
+            }
+            let output = self
+                .client
+                .batch_get_item()
+                .set_request_items(Some(pending))
+                .send()
+                .await
+                .map_err(|e| store_error(operation(), e.into_service_error()))?;
+            for item in output
+                .responses
+                .unwrap_or_default()
+                .remove(&self.partials_table)
+                .unwrap_or_default()
+            {
+                partials.push(self.decode_partial(item)?);
+            }
+            match output.unprocessed_keys {
+                Some(unprocessed) if !unprocessed.is_empty() => pending = unprocessed,
+                _ => {
+                    partials.sort_by_key(|p| p.bucket);
+                    return Ok(partials);
+                }
+            }
+        }
+        Err(StoreError::new(
+            operation(),
+            format!("keys were still unprocessed after {BATCH_GET_ATTEMPTS} attempts"),
+        ))
+    }
+
+    async fn put_total(&self, item: &TotalItem) -> Result<TotalWrite, StoreError> {
+        let operation = || {
+            format!(
+                "DynamoDB PutItem on table {} ({} {})",
+                self.totals_table, item.counter, item.date
+            )
+        };
+        let encoded: HashMap<String, AttributeValue> = item
+            .to_item()
+            .map_err(|e| StoreError::new(operation(), e))?
+            .into();
+        let mut clauses = Vec::with_capacity(BUCKETS as usize);
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.totals_table)
+            .set_item(Some(encoded))
+            .expression_attribute_names("#counter", "Counter")
+            .expression_attribute_names("#basis", "Basis");
+        for bucket in 0..BUCKETS as usize {
+            let version = item.basis.0.get(bucket).copied().unwrap_or(0);
+            clauses.push(format!("#basis[{bucket}] <= :v{bucket}"));
+            request = request.expression_attribute_values(
+                format!(":v{bucket}"),
+                AttributeValue::N(version.to_string()),
+            );
+        }
+        let condition = format!(
+            "attribute_not_exists(#counter) OR ({})",
+            clauses.join(" AND ")
+        );
+        match request.condition_expression(condition).send().await {
+            Ok(_) => Ok(TotalWrite::Written),
+            Err(e) => {
+                let e = e.into_service_error();
+                if e.is_conditional_check_failed_exception() {
+                    Ok(TotalWrite::NotCovering {
+                        stored: self.stored_basis(item).await?,
+                    })
+                } else {
+                    Err(store_error(operation(), e))
+                }
+            }
+        }
+    }
+
+    async fn totals(&self, date: &Date) -> Result<Vec<TotalItem>, StoreError> {
+        let mut totals = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.totals_table)
+                .index_name(BY_DATE)
+                .key_condition_expression("#date = :date")
+                .expression_attribute_names("#date", "Date")
+                .expression_attribute_values(":date", AttributeValue::S(date.to_string()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| {
+                    store_error(
+                        format!(
+                            "DynamoDB Query on index {BY_DATE} of table {} ({date})",
+                            self.totals_table
+                        ),
+                        e.into_service_error(),
+                    )
+                })?;
+            for item in page.items.unwrap_or_default() {
+                totals.push(self.decode_total(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(last) if !last.is_empty() => start = Some(last),
+                _ => return Ok(totals),
+            }
+        }
+    }
+}
+
+fn key(name: &str, key_type: KeyType) -> Result<KeySchemaElement, StoreError> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(key_type)
+        .build()
+        .map_err(|e| StoreError::new(format!("describing key {name}"), e))
+}
+
+fn string_attribute(name: &str) -> Result<AttributeDefinition, StoreError> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(|e| StoreError::new(format!("describing attribute {name}"), e))
+}
+
+async fn wait_active(client: &Client, table: &str) -> Result<(), StoreError> {
+    use aws_sdk_dynamodb::client::Waiters;
+    client
+        .wait_until_table_exists()
+        .table_name(table)
+        .wait(Duration::from_secs(120))
+        .await
+        .map(|_| ())
+        .map_err(|e| StoreError::new(format!("waiting for table {table}"), e))
+}
+
+fn created_or_exists<E>(
+    table: &str,
+    result: Result<
+        E,
+        aws_sdk_dynamodb::error::SdkError<
+            aws_sdk_dynamodb::operation::create_table::CreateTableError,
+            aws_sdk_dynamodb::config::http::HttpResponse,
+        >,
+    >,
+) -> Result<(), StoreError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let e = e.into_service_error();
+            if e.is_resource_in_use_exception() {
+                Ok(())
+            } else {
+                Err(store_error(format!("DynamoDB CreateTable {table}"), e))
+            }
+        }
+    }
+}
+
+/// Creates the partials table unless it exists. For test servers and local
+/// tooling; production tables come from the deployment template.
+pub async fn create_partials_table(client: &Client, table: &str) -> Result<(), StoreError> {
+    let result = client
+        .create_table()
+        .table_name(table)
+        .key_schema(key("Part", KeyType::Hash)?)
+        .attribute_definitions(string_attribute("Part")?)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await;
+    created_or_exists(table, result)?;
+    wait_active(client, table).await
+}
+
+/// Creates the totals table with its `ByDate` index and stream unless it exists.
+pub async fn create_totals_table(client: &Client, table: &str) -> Result<(), StoreError> {
+    let by_date = GlobalSecondaryIndex::builder()
+        .index_name(BY_DATE)
+        .key_schema(key("Date", KeyType::Hash)?)
+        .key_schema(key("Counter", KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::Include)
+                .non_key_attributes("Value")
+                .non_key_attributes("Contributors")
+                .build(),
+        )
+        .build()
+        .map_err(|e| StoreError::new(format!("describing index {BY_DATE}"), e))?;
+    let stream = StreamSpecification::builder()
+        .stream_enabled(true)
+        .stream_view_type(StreamViewType::NewAndOldImages)
+        .build()
+        .map_err(|e| StoreError::new("describing the totals stream", e))?;
+    let result = client
+        .create_table()
+        .table_name(table)
+        .key_schema(key("Counter", KeyType::Hash)?)
+        .key_schema(key("Date", KeyType::Range)?)
+        .attribute_definitions(string_attribute("Counter")?)
+        .attribute_definitions(string_attribute("Date")?)
+        .global_secondary_indexes(by_date)
+        .billing_mode(BillingMode::PayPerRequest)
+        .stream_specification(stream)
+        .send()
+        .await;
+    created_or_exists(table, result)?;
+    wait_active(client, table).await
+}

@@ -1,0 +1,707 @@
+//! The aggregate stage's domain: state changes to exact daily totals.
+//!
+//! # The scheme: a two-level tree, and why
+//!
+//! Every state change (one instance's body before and after) must land in
+//! the totals exactly once, although Lambda may deliver a stream batch again
+//! whole, in halves, or from a reported failure onwards, several shards run
+//! at once, and an event does not say which shard it came from. DESIGN §2
+//! names three workable schemes; at the seed's workload (100 instances × 100
+//! counters a minute) and at 100,000 instances they cost:
+//!
+//! | scheme | per batch of 100 changes | at 100,000 instances |
+//! |---|---|---|
+//! | recompute each changed total from a consistent read of the day's state | reads the whole day: 100 items, ~43 read units | reads 100,000 items (~170 MB) per batch: impossible |
+//! | per-counter deltas guarded by each instance's version | ≤ 100 total writes, each carrying every instance's guard | each total item holds 100,000 guards: over the 400 KB item limit |
+//! | two-level tree (chosen) | ≤ 64 partial writes + ≤ 100 total writes + 64 reads | the same: bounded by the 64 buckets, not the fleet |
+//!
+//! The tree:
+//!
+//! 1. **Partial items**, one per (date, bucket) for the state table's 64
+//!    buckets ([`crate::state::BUCKETS`]): exact sums and contributor counts
+//!    of that bucket's instances, a `Version` that grows with every write, and
+//!    `AppliedThrough`, the stream sequence number of the last change folded
+//!    in. All state items of one bucket share one hash key, so DynamoDB puts
+//!    their stream records in one shard, in order, and Lambda hands one
+//!    shard's records to one invocation at a time (with a parallelization
+//!    factor, still one at a time per hash key). A change whose sequence
+//!    number is not above `AppliedThrough` has been folded in already: a
+//!    redelivered batch, a bisected half or a resumed tail skips it. The
+//!    partial write is conditional on the version read, so a change is folded
+//!    in at most once and never lost.
+//! 2. **Totals** are recomputed from the partial items rather than adjusted
+//!    by deltas: `total(D, c) = Σ over buckets of partial(D, b).sum(c)`. The
+//!    counters to recompute are those the batch's changes touch, including
+//!    changes skipped as already folded in, so a batch redelivered after a
+//!    crash between its partial writes and its total writes still finishes
+//!    the totals. Each total item records the partial versions it was
+//!    computed from (its `Basis`, one version per bucket), and a total is
+//!    written only over one computed from versions no newer in every bucket.
+//!    Of two invocations recomputing at once, at least one saw both partial
+//!    writes, and its total is the one that stays.
+//!
+//! A counter whose sum over the batch's changes is zero with no change in
+//! contributors is not written. A counter left with no contributor keeps its
+//! item with `Contributors` 0 and no `Value`: it is reported as removed, and
+//! the kept `Basis` stops an older computation from bringing it back.
+//!
+//! # Limits
+//!
+//! A partial item holds every counter its bucket's instances report, so with
+//! 20-byte names about 8,000 distinct counters per day fit in DynamoDB's
+//! 400 KB item; more needs a wider tree.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::capacity;
+use crate::key::Date;
+use crate::state::{BUCKETS, StateItem, bucket_of};
+
+/// A stream record's sequence number: decimal digits, compared as numbers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SequenceNumber(String);
+
+/// Digits a sequence number is padded to so that text order is number order.
+const SEQUENCE_DIGITS: usize = 40;
+
+impl SequenceNumber {
+    pub fn parse(text: &str) -> Result<SequenceNumber, ChangeError> {
+        let significant = text.trim_start_matches('0');
+        if text.is_empty()
+            || !text.bytes().all(|b| b.is_ascii_digit())
+            || significant.len() > SEQUENCE_DIGITS
+        {
+            return Err(ChangeError::BadSequenceNumber {
+                text: text.to_owned(),
+            });
+        }
+        Ok(SequenceNumber(format!("{significant:0>SEQUENCE_DIGITS$}")))
+    }
+
+    /// Below every real sequence number: nothing applied yet.
+    pub fn zero() -> SequenceNumber {
+        SequenceNumber("0".repeat(SEQUENCE_DIGITS))
+    }
+
+    /// The number as the stream wrote it, without padding.
+    pub fn as_reported(&self) -> &str {
+        let trimmed = self.0.trim_start_matches('0');
+        if trimmed.is_empty() { "0" } else { trimmed }
+    }
+}
+
+impl fmt::Display for SequenceNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_reported())
+    }
+}
+
+impl TryFrom<String> for SequenceNumber {
+    type Error = ChangeError;
+
+    fn try_from(text: String) -> Result<SequenceNumber, ChangeError> {
+        SequenceNumber::parse(&text)
+    }
+}
+
+impl From<SequenceNumber> for String {
+    fn from(sequence: SequenceNumber) -> String {
+        sequence.0
+    }
+}
+
+/// A stream record that does not describe a state change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    #[error("sequence number {text:?} is not a decimal number of at most 40 digits")]
+    BadSequenceNumber { text: String },
+    #[error("the record has neither an old nor a new image")]
+    NoImage,
+    #[error("the old and new images are of different instances ({old} and {new})")]
+    DifferentInstances { old: String, new: String },
+}
+
+/// One instance's state change, as the state table's stream reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    pub sequence: SequenceNumber,
+    pub date: Date,
+    pub bucket: u64,
+    pub instance: String,
+    /// What the instance contributed before and after (empty when it did not).
+    pub old: BTreeMap<String, i64>,
+    pub new: BTreeMap<String, i64>,
+}
+
+impl StateChange {
+    /// From a record's images; either may be absent (an insert, a removal).
+    pub fn from_images(
+        sequence: SequenceNumber,
+        old: Option<StateItem>,
+        new: Option<StateItem>,
+    ) -> Result<StateChange, ChangeError> {
+        let (date, instance) = match (&old, &new) {
+            (Some(o), Some(n)) if (&o.date, &o.instance) != (&n.date, &n.instance) => {
+                return Err(ChangeError::DifferentInstances {
+                    old: format!("{}/{}", o.date, o.instance),
+                    new: format!("{}/{}", n.date, n.instance),
+                });
+            }
+            (Some(item), _) | (None, Some(item)) => (item.date.clone(), item.instance.clone()),
+            (None, None) => return Err(ChangeError::NoImage),
+        };
+        let contribution = |item: Option<StateItem>| match item {
+            Some(item) if !item.deleted => item.counters,
+            _ => BTreeMap::new(),
+        };
+        Ok(StateChange {
+            sequence,
+            bucket: bucket_of(&instance),
+            date,
+            instance,
+            old: contribution(old),
+            new: contribution(new),
+        })
+    }
+
+    /// What this change does to each counter it touches.
+    pub fn deltas(&self) -> BTreeMap<&str, Delta> {
+        let mut deltas: BTreeMap<&str, Delta> = BTreeMap::new();
+        for (name, value) in &self.old {
+            let delta = deltas.entry(name).or_default();
+            delta.sum -= i128::from(*value);
+            delta.contributors -= 1;
+        }
+        for (name, value) in &self.new {
+            let delta = deltas.entry(name).or_default();
+            delta.sum += i128::from(*value);
+            delta.contributors += 1;
+        }
+        deltas.retain(|_, delta| !delta.is_zero());
+        deltas
+    }
+}
+
+/// A change to one counter's sum and to how many instances report it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delta {
+    pub sum: i128,
+    pub contributors: i64,
+}
+
+impl Delta {
+    pub fn is_zero(&self) -> bool {
+        self.sum == 0 && self.contributors == 0
+    }
+}
+
+/// An exact sum, carried through serde as decimal text because `i128` is
+/// wider than serde_dynamo's numbers; stores turn it into a number where the
+/// schema says N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord)]
+pub struct Exact(pub i128);
+
+impl Serialize for Exact {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Exact {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Exact, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse()
+            .map(Exact)
+            .map_err(|_| serde::de::Error::custom(format!("{text:?} is not an integer")))
+    }
+}
+
+/// One bucket's share of one day's totals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialItem {
+    #[serde(rename = "Part")]
+    pub part: String,
+    #[serde(rename = "Date")]
+    pub date: Date,
+    #[serde(rename = "Bucket")]
+    pub bucket: u64,
+    /// Counter → sum over the bucket's instances that report it.
+    #[serde(rename = "Sums", default)]
+    pub sums: BTreeMap<String, Exact>,
+    /// Counter → how many of the bucket's instances report it (never 0).
+    #[serde(rename = "Contributors", default)]
+    pub contributors: BTreeMap<String, i64>,
+    #[serde(rename = "Version")]
+    pub version: u64,
+    #[serde(rename = "AppliedThrough")]
+    pub applied_through: SequenceNumber,
+}
+
+impl PartialItem {
+    /// The empty partial a bucket starts from.
+    pub fn empty(date: &Date, bucket: u64) -> PartialItem {
+        PartialItem {
+            part: partial_key(date, bucket),
+            date: date.clone(),
+            bucket,
+            sums: BTreeMap::new(),
+            contributors: BTreeMap::new(),
+            version: 0,
+            applied_through: SequenceNumber::zero(),
+        }
+    }
+
+    /// Folds in the changes not folded in yet (in stream order) and reports
+    /// whether any was. The caller writes the result conditional on the
+    /// version it read.
+    pub fn fold<'a>(&mut self, changes: impl IntoIterator<Item = &'a StateChange>) -> bool {
+        let mut folded = false;
+        for change in changes {
+            if change.sequence <= self.applied_through {
+                continue;
+            }
+            for (name, delta) in change.deltas() {
+                let sum = self.sums.entry(name.to_owned()).or_default();
+                sum.0 += delta.sum;
+                let count = self.contributors.entry(name.to_owned()).or_default();
+                *count += delta.contributors;
+                if *count == 0 {
+                    self.sums.remove(name);
+                    self.contributors.remove(name);
+                }
+            }
+            self.applied_through = change.sequence.clone();
+            folded = true;
+        }
+        if folded {
+            self.version += 1;
+        }
+        folded
+    }
+}
+
+/// The partial items table's hash key: `<date>#<bucket>`, like the state's.
+pub fn partial_key(date: &Date, bucket: u64) -> String {
+    format!("{date}#{bucket:02}")
+}
+
+/// The partial versions a total was computed from: one per bucket, 0 for a
+/// bucket with no partial yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Basis(pub Vec<u64>);
+
+impl Basis {
+    /// No partial versions: covered by every basis.
+    pub fn none() -> Basis {
+        Basis(Vec::new())
+    }
+
+    pub fn of(partials: &[PartialItem]) -> Basis {
+        let mut versions = vec![0; BUCKETS as usize];
+        for partial in partials {
+            if let Some(slot) = versions.get_mut(partial.bucket as usize) {
+                *slot = partial.version;
+            }
+        }
+        Basis(versions)
+    }
+
+    /// Whether this basis is at least as new as `other` in every bucket.
+    pub fn covers(&self, other: &Basis) -> bool {
+        (0..BUCKETS as usize)
+            .all(|b| self.0.get(b).copied().unwrap_or(0) >= other.0.get(b).copied().unwrap_or(0))
+    }
+}
+
+/// One counter's total for one day, as the totals table holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotalItem {
+    #[serde(rename = "Counter")]
+    pub counter: String,
+    #[serde(rename = "Date")]
+    pub date: Date,
+    /// The total; absent when no instance reports the counter (removed).
+    #[serde(rename = "Value", default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Exact>,
+    #[serde(rename = "Contributors")]
+    pub contributors: i64,
+    /// Absent when read through the `ByDate` index, which does not project it.
+    #[serde(rename = "Basis", default = "Basis::none")]
+    pub basis: Basis,
+}
+
+impl TotalItem {
+    pub fn is_removed(&self) -> bool {
+        self.contributors <= 0
+    }
+
+    /// The item as stored: serde_dynamo's mapping, with `Value` a number.
+    pub fn to_item(&self) -> Result<serde_dynamo::Item, serde_dynamo::Error> {
+        let mut item: serde_dynamo::Item = serde_dynamo::to_item(self)?;
+        if let Some(serde_dynamo::AttributeValue::S(text)) = item.remove("Value") {
+            item.insert("Value".to_owned(), serde_dynamo::AttributeValue::N(text));
+        }
+        Ok(item)
+    }
+
+    /// Reads an item as stored (or as the `ByDate` index projects it).
+    pub fn from_item(mut item: serde_dynamo::Item) -> Result<TotalItem, serde_dynamo::Error> {
+        if let Some(serde_dynamo::AttributeValue::N(text)) = item.remove("Value") {
+            item.insert("Value".to_owned(), serde_dynamo::AttributeValue::S(text));
+        }
+        serde_dynamo::from_item(item)
+    }
+
+    /// Write units of writing this total: the item, and its copy in the
+    /// `ByDate` index (keys, `Value` and `Contributors`).
+    pub fn write_units(&self) -> u64 {
+        let Ok(mut item) = self.to_item() else {
+            return 0;
+        };
+        let table = capacity::write_units(capacity::item_size(&item));
+        item.remove("Basis");
+        table + capacity::write_units(capacity::item_size(&item))
+    }
+}
+
+impl PartialItem {
+    /// Write units of writing this partial item.
+    pub fn write_units(&self) -> u64 {
+        serde_dynamo::to_item::<_, serde_dynamo::Item>(self)
+            .map(|item| capacity::write_units(capacity::item_size(&item)))
+            .unwrap_or(0)
+    }
+
+    /// Read units of a strongly consistent read of this partial item.
+    pub fn read_units(&self) -> u64 {
+        serde_dynamo::to_item::<_, serde_dynamo::Item>(self)
+            .map(|item| capacity::consistent_read_units(Some(capacity::item_size(&item))))
+            .unwrap_or(1)
+    }
+}
+
+/// Recomputes the totals of `counters` on `date` from the day's partial items.
+pub fn totals_from_partials(
+    date: &Date,
+    partials: &[PartialItem],
+    counters: &BTreeSet<String>,
+) -> Vec<TotalItem> {
+    let basis = Basis::of(partials);
+    counters
+        .iter()
+        .map(|counter| {
+            let (sum, contributors) =
+                partials
+                    .iter()
+                    .fold((0i128, 0i64), |(sum, contributors), partial| {
+                        (
+                            sum + partial.sums.get(counter).map_or(0, |s| s.0),
+                            contributors + partial.contributors.get(counter).copied().unwrap_or(0),
+                        )
+                    });
+            TotalItem {
+                counter: counter.clone(),
+                date: date.clone(),
+                value: (contributors > 0).then_some(Exact(sum)),
+                contributors,
+                basis: basis.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The counters of each day whose totals a batch of changes may move: those
+/// with a non-zero net delta over the batch.
+pub fn touched_counters(changes: &[StateChange]) -> BTreeMap<Date, BTreeSet<String>> {
+    let mut net: BTreeMap<(&Date, &str), Delta> = BTreeMap::new();
+    for change in changes {
+        for (name, delta) in change.deltas() {
+            let total = net.entry((&change.date, name)).or_default();
+            total.sum += delta.sum;
+            total.contributors += delta.contributors;
+        }
+    }
+    let mut touched: BTreeMap<Date, BTreeSet<String>> = BTreeMap::new();
+    for ((date, name), delta) in net {
+        if !delta.is_zero() {
+            touched
+                .entry(date.clone())
+                .or_default()
+                .insert(name.to_owned());
+        }
+    }
+    touched
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+    use crate::state::Content;
+
+    fn item(instance: &str, content: Content) -> StateItem {
+        StateItem::from(&fixtures::state(instance, "1", content))
+    }
+
+    fn seq(n: u64) -> SequenceNumber {
+        SequenceNumber::parse(&n.to_string()).unwrap()
+    }
+
+    fn change(n: u64, instance: &str, old: Option<Content>, new: Option<Content>) -> StateChange {
+        StateChange::from_images(
+            seq(n),
+            old.map(|c| item(instance, c)),
+            new.map(|c| item(instance, c)),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn sequence_numbers_compare_as_numbers() {
+        assert!(seq(9) < seq(10));
+        assert!(
+            SequenceNumber::parse("4421584500000000017450439091").unwrap()
+                > SequenceNumber::parse("999999999999999999999").unwrap()
+        );
+        assert_eq!(seq(42).to_string(), "42");
+        assert!(SequenceNumber::parse("12a").is_err());
+        assert!(SequenceNumber::parse("").is_err());
+        assert!(SequenceNumber::zero() < seq(1));
+    }
+
+    #[test]
+    fn deltas_cover_inserts_overwrites_removed_counters_and_deletes() {
+        let insert = change(
+            1,
+            "i-1",
+            None,
+            Some(fixtures::live(&[("a", 5), ("b", 1)], "e1")),
+        );
+        assert_eq!(
+            insert.deltas(),
+            [
+                (
+                    "a",
+                    Delta {
+                        sum: 5,
+                        contributors: 1
+                    }
+                ),
+                (
+                    "b",
+                    Delta {
+                        sum: 1,
+                        contributors: 1
+                    }
+                )
+            ]
+            .into()
+        );
+        let overwrite = change(
+            2,
+            "i-1",
+            Some(fixtures::live(&[("a", 5), ("b", 1)], "e1")),
+            Some(fixtures::live(&[("a", 7), ("c", 0)], "e2")),
+        );
+        assert_eq!(
+            overwrite.deltas(),
+            [
+                (
+                    "a",
+                    Delta {
+                        sum: 2,
+                        contributors: 0
+                    }
+                ),
+                (
+                    "b",
+                    Delta {
+                        sum: -1,
+                        contributors: -1
+                    }
+                ),
+                (
+                    "c",
+                    Delta {
+                        sum: 0,
+                        contributors: 1
+                    }
+                ),
+            ]
+            .into()
+        );
+        let delete = change(
+            3,
+            "i-1",
+            Some(fixtures::live(&[("a", 7)], "e2")),
+            Some(Content::Deleted),
+        );
+        assert_eq!(
+            delete.deltas(),
+            [(
+                "a",
+                Delta {
+                    sum: -7,
+                    contributors: -1
+                }
+            )]
+            .into()
+        );
+        let same = change(
+            4,
+            "i-1",
+            Some(fixtures::live(&[("a", 7)], "e2")),
+            Some(fixtures::live(&[("a", 7)], "e3")),
+        );
+        assert!(same.deltas().is_empty());
+    }
+
+    #[test]
+    fn folding_skips_what_is_folded_already_and_drops_counters_without_contributors() {
+        let date = Date::parse("2015-11-16").unwrap();
+        let changes = [
+            change(10, "i-1", None, Some(fixtures::live(&[("a", 5)], "e1"))),
+            change(
+                11,
+                "i-1",
+                Some(fixtures::live(&[("a", 5)], "e1")),
+                Some(fixtures::live(&[("b", 2)], "e2")),
+            ),
+        ];
+        let mut partial = PartialItem::empty(&date, 3);
+        assert!(partial.fold(&changes));
+        assert_eq!(partial.version, 1);
+        assert_eq!(partial.sums, [("b".to_owned(), Exact(2))].into());
+        assert_eq!(partial.contributors, [("b".to_owned(), 1)].into());
+        assert_eq!(partial.applied_through, seq(11));
+        // The whole batch again, or its second half: nothing changes.
+        let before = partial.clone();
+        assert!(!partial.fold(&changes));
+        assert!(!partial.fold(&changes[1..]));
+        assert_eq!(partial, before);
+    }
+
+    #[test]
+    fn totals_sum_the_partials_and_report_removed_counters() {
+        let date = Date::parse("2015-11-16").unwrap();
+        let mut p0 = PartialItem::empty(&date, 0);
+        p0.fold(&[change(
+            1,
+            "i-1",
+            None,
+            Some(fixtures::live(
+                &[("COUNTER1", 12_345), ("x", i64::MAX)],
+                "e",
+            )),
+        )]);
+        let mut p5 = PartialItem::empty(&date, 5);
+        p5.fold(&[change(
+            2,
+            "i-2",
+            None,
+            Some(fixtures::live(
+                &[("COUNTER1", 123_456), ("x", i64::MAX)],
+                "e",
+            )),
+        )]);
+        let counters: BTreeSet<String> = ["COUNTER1", "x", "gone"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let totals = totals_from_partials(&date, &[p0, p5], &counters);
+        assert_eq!(totals[0].value, Some(Exact(135_801)));
+        assert_eq!(totals[0].contributors, 2);
+        assert_eq!(totals[1].counter, "gone");
+        assert!(totals[1].is_removed());
+        assert_eq!(totals[1].value, None);
+        assert_eq!(totals[2].value, Some(Exact(2 * i128::from(i64::MAX))));
+        assert_eq!(totals[2].basis.0[0], 1);
+        assert_eq!(totals[2].basis.0[5], 1);
+        assert_eq!(totals[2].basis.0.len(), 64);
+    }
+
+    #[test]
+    fn a_basis_covers_another_only_when_newer_or_equal_everywhere() {
+        let mut a = Basis(vec![0; 64]);
+        let mut b = Basis(vec![0; 64]);
+        a.0[1] = 2;
+        b.0[2] = 3;
+        assert!(!a.covers(&b) && !b.covers(&a));
+        let mut both = a.clone();
+        both.0[2] = 3;
+        assert!(both.covers(&a) && both.covers(&b) && both.covers(&both));
+    }
+
+    #[test]
+    fn touched_counters_net_out_over_the_batch() {
+        let changes = [
+            change(
+                1,
+                "i-1",
+                None,
+                Some(fixtures::live(&[("a", 5), ("b", 1)], "e1")),
+            ),
+            change(
+                2,
+                "i-1",
+                Some(fixtures::live(&[("a", 5), ("b", 1)], "e1")),
+                Some(fixtures::live(&[("a", 5), ("b", 2)], "e2")),
+            ),
+            change(
+                3,
+                "i-2",
+                Some(fixtures::live(&[("c", 4)], "e1")),
+                Some(fixtures::live(&[("c", 4)], "e9")),
+            ),
+        ];
+        let touched = touched_counters(&changes);
+        let date = Date::parse("2015-11-16").unwrap();
+        assert_eq!(touched[&date], ["a".to_owned(), "b".to_owned()].into());
+        // An insert then its removal within the batch nets to nothing.
+        let undone = [
+            change(1, "i-3", None, Some(fixtures::live(&[("z", 5)], "e1"))),
+            change(
+                2,
+                "i-3",
+                Some(fixtures::live(&[("z", 5)], "e1")),
+                Some(Content::Deleted),
+            ),
+        ];
+        assert!(touched_counters(&undone).is_empty());
+    }
+
+    #[test]
+    fn totals_are_stored_with_a_numeric_value_and_read_back() {
+        let total = TotalItem {
+            counter: "bids-won".into(),
+            date: Date::parse("2015-11-16").unwrap(),
+            value: Some(Exact(191_122)),
+            contributors: 4,
+            basis: Basis(vec![1; 64]),
+        };
+        let item = total.to_item().unwrap();
+        assert_eq!(
+            item.get("Value"),
+            Some(&serde_dynamo::AttributeValue::N("191122".into()))
+        );
+        assert_eq!(TotalItem::from_item(item).unwrap(), total);
+        // About 200 bytes: one unit in the table and one in the index.
+        assert_eq!(total.write_units(), 2);
+    }
+
+    #[test]
+    fn exact_sums_travel_as_text() {
+        let json = serde_json::to_string(&Exact(i128::MAX)).unwrap();
+        assert_eq!(json, format!("\"{}\"", i128::MAX));
+        assert_eq!(
+            serde_json::from_str::<Exact>(&json).unwrap(),
+            Exact(i128::MAX)
+        );
+        assert!(serde_json::from_str::<Exact>("\"1.5\"").is_err());
+    }
+}

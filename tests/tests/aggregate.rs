@@ -1,0 +1,308 @@
+//! The aggregate stage end to end against the AWS API server: uploads
+//! ingested into the state table, its stream read through the DynamoDB
+//! Streams API and handed to the handler in Lambda's shape, and the totals
+//! table and its `ByDate` index read back.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use tally_aggregate::reconcile::reconcile;
+use tally_core::key::Date;
+use tally_core::ports::TotalsStore;
+use tally_tests::streams::lambda_event;
+use tally_tests::world::PipelineWorld;
+
+const DATE: &str = "2015-11-16";
+
+fn date() -> Date {
+    Date::parse(DATE).unwrap()
+}
+
+/// Uploads each (instance, body) and ingests it; returns nothing.
+async fn upload_all(world: &PipelineWorld, uploads: &[(&str, &str)]) {
+    for (instance, body) in uploads {
+        let uploaded = world
+            .ingest
+            .upload(&format!("counters/{DATE}/{instance}"), *body)
+            .await;
+        let (_, report) = world
+            .ingest
+            .ingestor
+            .handle(&world.ingest.created_event(&uploaded))
+            .await
+            .expect("ingested");
+        assert_eq!(report.failed, 0);
+    }
+}
+
+/// Delivers `records` as one batch and returns the sequence number Lambda
+/// is told to resume from, if any.
+async fn deliver(world: &PipelineWorld, records: &[Value]) -> Option<String> {
+    let (response, _) = world.aggregator.handle(&lambda_event(records)).await;
+    response
+        .batch_item_failures
+        .first()
+        .and_then(|f| f.item_identifier.clone())
+}
+
+#[tokio::test]
+async fn the_seed_example_totals_191122() {
+    let mut world = PipelineWorld::new(false).await;
+    upload_all(
+        &world,
+        &[
+            ("i-1", "COUNTER1 12345"),
+            ("i-2", "COUNTER1 123456"),
+            ("i-3", "COUNTER1 1000"),
+            ("i-4", "COUNTER1 54321"),
+        ],
+    )
+    .await;
+    let records = world.stream.read_new().await;
+    assert_eq!(records.len(), 4);
+    assert_eq!(deliver(&world, &records).await, None);
+    assert_eq!(
+        world.totals(DATE).await,
+        BTreeMap::from([("COUNTER1".to_owned(), 191_122)])
+    );
+
+    // The item itself: Value a number, as the seed's readers expect.
+    let item = world
+        .ingest
+        .dynamodb
+        .get_item()
+        .table_name(&world.totals_table)
+        .key(
+            "Counter",
+            aws_sdk_dynamodb::types::AttributeValue::S("COUNTER1".into()),
+        )
+        .key(
+            "Date",
+            aws_sdk_dynamodb::types::AttributeValue::S(DATE.into()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(
+        item["Value"],
+        aws_sdk_dynamodb::types::AttributeValue::N("191122".into())
+    );
+}
+
+#[tokio::test]
+async fn the_same_batch_three_times_whole_bisected_and_resumed_keeps_totals_exact() {
+    let mut world = PipelineWorld::new(false).await;
+    upload_all(
+        &world,
+        &[
+            ("i-1", "a 1 b 10"),
+            ("i-2", "a 2 c 20"),
+            ("i-3", "a 3"),
+            ("i-1", "a 4 b 10"),
+            ("web 7", "b 5 zähler 9"),
+            ("i-2", "c 21"),
+        ],
+    )
+    .await;
+    let records = world.stream.read_new().await;
+    assert_eq!(records.len(), 6);
+    let expected = world.batch_totals(DATE).await;
+    assert_eq!(
+        expected,
+        BTreeMap::from([
+            ("a".to_owned(), 7),
+            ("b".to_owned(), 15),
+            ("c".to_owned(), 21),
+            ("zähler".to_owned(), 9),
+        ])
+    );
+
+    assert_eq!(deliver(&world, &records).await, None);
+    assert_eq!(world.totals(DATE).await, expected, "delivered once");
+
+    // Lambda bisects the batch and delivers both halves again.
+    let (first, second) = records.split_at(records.len() / 2);
+    assert_eq!(deliver(&world, first).await, None);
+    assert_eq!(deliver(&world, second).await, None);
+    assert_eq!(
+        world.totals(DATE).await,
+        expected,
+        "after the bisected halves"
+    );
+
+    // A delivery from a reported failure onwards: the tail again.
+    assert_eq!(deliver(&world, &records[2..]).await, None);
+    assert_eq!(
+        world.totals(DATE).await,
+        expected,
+        "after resuming from record 3"
+    );
+
+    let report = reconcile(&world.ingest.store, &world.aggregator, &date(), false)
+        .await
+        .unwrap();
+    assert_eq!((report.partials_repaired, report.totals_repaired), (0, 0));
+}
+
+#[tokio::test]
+async fn a_failed_batch_reports_where_to_resume_and_the_retry_completes_it() {
+    let mut world = PipelineWorld::new(false).await;
+    upload_all(&world, &[("i-1", "a 1"), ("i-2", "a 2"), ("i-3", "b 3")]).await;
+    let records = world.stream.read_new().await;
+
+    // A handler whose partials table does not exist fails every record.
+    let broken =
+        tally_aggregate::Aggregator::new(tally_aws::totals_tables::DynamoTotalsStore::new(
+            world.ingest.dynamodb.clone(),
+            "no-such-partials-table",
+            &world.totals_table,
+        ));
+    let (response, report) = broken.handle(&lambda_event(&records)).await;
+    let first_sequence = records[0]["dynamodb"]["SequenceNumber"].as_str().unwrap();
+    assert_eq!(
+        response.batch_item_failures[0].item_identifier.as_deref(),
+        Some(first_sequence)
+    );
+    assert_eq!(report.failed, 3);
+
+    assert_eq!(deliver(&world, &records).await, None);
+    assert_eq!(world.totals(DATE).await, world.batch_totals(DATE).await);
+}
+
+#[tokio::test]
+async fn removed_counters_and_deleted_instances_leave_no_stale_total() {
+    let mut world = PipelineWorld::new(false).await;
+    upload_all(&world, &[("i-1", "a 1 b 2"), ("i-2", "a 10")]).await;
+    let records = world.stream.read_new().await;
+    deliver(&world, &records).await;
+    assert_eq!(
+        world.totals(DATE).await,
+        BTreeMap::from([("a".to_owned(), 11), ("b".to_owned(), 2)])
+    );
+
+    // i-1 stops reporting b; i-2's object is deleted.
+    upload_all(&world, &[("i-1", "a 1")]).await;
+    let deleted = world.ingest.delete(&format!("counters/{DATE}/i-2")).await;
+    world
+        .ingest
+        .ingestor
+        .handle(&world.ingest.removed_event(&deleted))
+        .await
+        .unwrap();
+    let records = world.stream.read_new().await;
+    let (response, report) = world.aggregator.handle(&lambda_event(&records)).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(report.totals_removed, 1);
+    assert_eq!(
+        world.totals(DATE).await,
+        BTreeMap::from([("a".to_owned(), 1)])
+    );
+
+    let all = world.aggregator.store().totals(&date()).await.unwrap();
+    let b = all
+        .iter()
+        .find(|t| t.counter == "b")
+        .expect("b is kept as removed");
+    assert!(b.is_removed() && b.value.is_none());
+}
+
+#[tokio::test]
+async fn an_undecodable_record_is_reported_not_dropped_and_the_rest_applied() {
+    let mut world = PipelineWorld::new(false).await;
+    upload_all(&world, &[("i-1", "a 1"), ("i-2", "a 2")]).await;
+    let mut records = world.stream.read_new().await;
+    records[0]["dynamodb"]["NewImage"]["Counters"] = serde_json::json!({"S": "not a map"});
+    let bad_sequence = records[0]["dynamodb"]["SequenceNumber"].clone();
+    let (response, report) = world.aggregator.handle(&lambda_event(&records)).await;
+    assert_eq!(
+        response.batch_item_failures[0].item_identifier.as_deref(),
+        bad_sequence.as_str()
+    );
+    assert_eq!(report.failed, 1);
+    assert_eq!(
+        world.totals(DATE).await,
+        BTreeMap::from([("a".to_owned(), 2)])
+    );
+}
+
+#[tokio::test]
+async fn a_time_to_live_expiry_leaves_the_totals_alone() {
+    let mut world = PipelineWorld::new(false).await;
+    upload_all(&world, &[("i-1", "a 5")]).await;
+    let records = world.stream.read_new().await;
+    deliver(&world, &records).await;
+    let mut expiry = records[0].clone();
+    expiry["eventName"] = "REMOVE".into();
+    expiry["dynamodb"]["OldImage"] = expiry["dynamodb"]["NewImage"].take();
+    expiry["dynamodb"]
+        .as_object_mut()
+        .unwrap()
+        .remove("NewImage");
+    expiry["dynamodb"]["SequenceNumber"] = "99999999999999999999999999".into();
+    expiry["userIdentity"] =
+        serde_json::json!({"type": "Service", "principalId": "dynamodb.amazonaws.com"});
+    assert_eq!(deliver(&world, &[expiry]).await, None);
+    assert_eq!(
+        world.totals(DATE).await,
+        BTreeMap::from([("a".to_owned(), 5)])
+    );
+}
+
+#[tokio::test]
+async fn stream_records_convert_to_the_shape_of_the_documented_lambda_event() {
+    let mut world = PipelineWorld::new(false).await;
+    upload_all(&world, &[("i-1", "a 1")]).await;
+    upload_all(&world, &[("i-1", "a 2")]).await;
+    let records = world.stream.read_new().await;
+    let converted = &records[1];
+    let sample = tally_tests::aws_sample("dynamodb-update");
+    let documented = &sample["Records"][1]; // a MODIFY, like ours
+    let keys = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(converted), keys(documented));
+    assert_eq!(keys(&converted["dynamodb"]), keys(&documented["dynamodb"]));
+    assert_eq!(converted["eventName"], "MODIFY");
+    assert!(converted["dynamodb"]["ApproximateCreationDateTime"].is_number());
+    assert!(converted["dynamodb"]["NewImage"]["Counters"]["M"]["a"]["N"] == "2");
+    // Both decode as Lambda's event type.
+    let ours = lambda_event(&records);
+    let theirs: aws_lambda_events::event::dynamodb::Event = serde_json::from_value(sample).unwrap();
+    assert_eq!(ours.records[1].event_name, theirs.records[1].event_name);
+}
+
+#[tokio::test]
+async fn reconcile_finds_drift_and_repairs_it() {
+    let mut world = PipelineWorld::new(false).await;
+    upload_all(
+        &world,
+        &[("i-1", "a 1 b 2"), ("i-2", "a 10"), ("i-3", "c 7")],
+    )
+    .await;
+    let records = world.stream.read_new().await;
+    // The aggregate stage never sees the last record (say the stream expired).
+    deliver(&world, &records[..2]).await;
+    let checked = reconcile(&world.ingest.store, &world.aggregator, &date(), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (checked.partials_repaired, checked.totals_repaired),
+        (1, 1),
+        "{checked:?}"
+    );
+    assert_ne!(world.totals(DATE).await, world.batch_totals(DATE).await);
+
+    let repaired = reconcile(&world.ingest.store, &world.aggregator, &date(), true)
+        .await
+        .unwrap();
+    assert_eq!(repaired.totals_repaired, 1);
+    assert_eq!(world.totals(DATE).await, world.batch_totals(DATE).await);
+    let again = reconcile(&world.ingest.store, &world.aggregator, &date(), false)
+        .await
+        .unwrap();
+    assert_eq!((again.partials_repaired, again.totals_repaired), (0, 0));
+}
