@@ -10,10 +10,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use tally_core::aggregate::{PartialItem, TotalItem};
 use tally_core::key::{Date, UploadKey};
 use tally_core::ports::{
     ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, Precondition, PutOutcome, StateStore,
-    StoreError,
+    StoreError, TotalWrite, TotalsStore,
 };
 use tally_core::state::InstanceState;
 
@@ -138,5 +139,75 @@ impl<T: StateStore> StateStore for LostResponse<T> {
     ) -> Result<PutOutcome, StoreError> {
         self.inner.put(state, precondition).await?;
         self.inner.put(state, precondition).await
+    }
+}
+
+/// The aggregate stage's tables, crashing once the shared budget is spent;
+/// a total or partial write past the budget may land with its response lost.
+#[derive(Clone)]
+pub struct CrashingTotals<T> {
+    inner: T,
+    budget: Arc<AtomicI64>,
+    write_lands: bool,
+}
+
+impl<T> CrashingTotals<T> {
+    pub fn new(inner: T, operations: i64, write_lands: bool) -> CrashingTotals<T> {
+        CrashingTotals {
+            inner,
+            budget: Arc::new(AtomicI64::new(operations)),
+            write_lands,
+        }
+    }
+
+    fn spend(&self) -> bool {
+        self.budget.fetch_sub(1, Ordering::SeqCst) > 0
+    }
+}
+
+impl<T: TotalsStore> TotalsStore for CrashingTotals<T> {
+    async fn partial(&self, date: &Date, bucket: u64) -> Result<Option<PartialItem>, StoreError> {
+        if !self.spend() {
+            return Err(crash());
+        }
+        self.inner.partial(date, bucket).await
+    }
+
+    async fn put_partial(
+        &self,
+        item: &PartialItem,
+        read_version: u64,
+    ) -> Result<PutOutcome, StoreError> {
+        if !self.spend() {
+            if self.write_lands {
+                let _ = self.inner.put_partial(item, read_version).await;
+            }
+            return Err(crash());
+        }
+        self.inner.put_partial(item, read_version).await
+    }
+
+    async fn partials(&self, date: &Date) -> Result<Vec<PartialItem>, StoreError> {
+        if !self.spend() {
+            return Err(crash());
+        }
+        self.inner.partials(date).await
+    }
+
+    async fn put_total(&self, item: &TotalItem) -> Result<TotalWrite, StoreError> {
+        if !self.spend() {
+            if self.write_lands {
+                let _ = self.inner.put_total(item).await;
+            }
+            return Err(crash());
+        }
+        self.inner.put_total(item).await
+    }
+
+    async fn totals(&self, date: &Date) -> Result<Vec<TotalItem>, StoreError> {
+        if !self.spend() {
+            return Err(crash());
+        }
+        self.inner.totals(date).await
     }
 }
