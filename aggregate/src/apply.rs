@@ -6,10 +6,13 @@
 //!
 //! 1. per (date, bucket), in stream order: read the partial item, fold in the
 //!    changes not folded in yet, write it conditional on the version read;
-//! 2. per date: read the day's partial items, recompute the touched
-//!    counters' totals, write each over any total whose basis it covers;
-//!    where a concurrent invocation's total is in the way and does not cover
-//!    this one, read the partials again and retry those counters.
+//! 2. per date: read the day's partial items and the touched counters'
+//!    stored totals, recompute those totals, and write each one whose basis
+//!    covers the stored one's, as a compare-and-swap on the stored basis. A
+//!    stored total whose basis already covers the new one is left alone (a
+//!    newer computation got there first); one whose basis is not covered,
+//!    or a swap that fails, means partial writes this read has not seen:
+//!    read the partials again and retry those counters.
 //!
 //! A failure in either step is reported with the lowest sequence number it
 //! concerns, so Lambda redelivers from there; everything before it is done.
@@ -22,7 +25,7 @@ use tally_core::aggregate::{
     PartialItem, SequenceNumber, StateChange, totals_from_partials, touched_counters,
 };
 use tally_core::key::Date;
-use tally_core::ports::{PutOutcome, StoreError, TotalWrite, TotalsStore};
+use tally_core::ports::{PutOutcome, StoreError, TotalsStore};
 use tracing::{info, warn};
 
 /// How many times a day's totals are recomputed when concurrent invocations
@@ -87,11 +90,16 @@ impl<T: TotalsStore> Aggregator<T> {
                 .or_default()
                 .push(change);
         }
-        let folded: Vec<_> = futures::stream::iter(groups)
+        // The futures are built before they are streamed: a closure inside
+        // the stream would make the whole future unprovably Send.
+        let folds: Vec<_> = groups
+            .into_iter()
             .map(|((date, bucket), group)| async move {
                 let result = self.fold(date, bucket, &group).await;
                 (group, result)
             })
+            .collect();
+        let folded: Vec<_> = futures::stream::iter(folds)
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
@@ -186,43 +194,56 @@ impl<T: TotalsStore> Aggregator<T> {
                 .map(PartialItem::read_units)
                 .sum::<u64>()
                 .max(1);
-            let totals = totals_from_partials(date, &partials, &counters);
-            let written: Vec<_> = futures::stream::iter(totals)
-                .map(|total| async move {
-                    let result = self.store.put_total(&total).await;
+            let stored = self.store.totals_of(date, &counters).await?;
+            report.read_units += counters.len() as u64;
+            let mut writes = Vec::new();
+            let mut behind = BTreeSet::new();
+            for total in totals_from_partials(date, &partials, &counters) {
+                let replaces = stored.get(&total.counter).map(|s| &s.basis);
+                match replaces {
+                    // Written already from partials at least as new: nothing to do.
+                    Some(basis) if basis.covers(&total.basis) => {}
+                    // Written from partial writes this read has not seen yet.
+                    Some(basis) if !total.basis.covers(basis) => {
+                        behind.insert(total.counter);
+                    }
+                    _ => writes.push((total, replaces.cloned())),
+                }
+            }
+            let puts: Vec<_> = writes
+                .into_iter()
+                .map(|(total, replaces)| async move {
+                    let result = self.store.put_total(&total, replaces.as_ref()).await;
                     (total, result)
                 })
+                .collect();
+            let written: Vec<_> = futures::stream::iter(puts)
                 .buffer_unordered(CONCURRENCY)
                 .collect()
                 .await;
-            let mut overtaken = BTreeSet::new();
             for (total, result) in written {
                 // A write whose condition fails is billed like one that lands.
                 report.write_units += total.write_units();
                 match result? {
-                    TotalWrite::Written => {
+                    PutOutcome::Written => {
                         report.total_writes += 1;
                         report.totals_removed += u64::from(total.is_removed());
                     }
-                    TotalWrite::NotCovering { stored } if stored.covers(&total.basis) => {
-                        // A newer computation, which includes this batch's
-                        // partial writes, is already there.
-                    }
-                    TotalWrite::NotCovering { .. } => {
-                        overtaken.insert(total.counter);
+                    PutOutcome::PreconditionFailed => {
+                        behind.insert(total.counter);
                     }
                 }
             }
-            if overtaken.is_empty() {
+            if behind.is_empty() {
                 return Ok(());
             }
-            warn!(date = %date, counters = overtaken.len(), round, "totals overtaken by a concurrent invocation; recomputing them");
-            counters = overtaken;
+            warn!(date = %date, counters = behind.len(), round, "totals moved under a concurrent invocation; recomputing them");
+            counters = behind;
         }
         Err(StoreError::new(
             format!("writing the totals of {date}"),
             format!(
-                "concurrent invocations overtook them {MAX_TOTAL_ROUNDS} times; the batch will be retried"
+                "concurrent invocations moved them {MAX_TOTAL_ROUNDS} times in a row; the batch will be retried"
             ),
         ))
     }

@@ -9,11 +9,12 @@
 //!   (hash `Date`, range `Counter`, projecting `Value` and `Contributors`);
 //!   stream `NEW_AND_OLD_IMAGES` for the rules stage.
 //!
-//! A total is written only over one whose basis it covers: the condition
-//! names each of the 64 basis entries (`#basis[7] <= :v7`), all through
-//! placeholders, since `Counter`, `Date` and `Value` are reserved words.
+//! A total is written as a compare-and-swap on the stored total's basis
+//! (`#basis = :basis`, or `attribute_not_exists(#counter)` for a new one),
+//! with placeholders throughout, since `Counter`, `Date` and `Value` are
+//! reserved words.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
@@ -24,7 +25,7 @@ use aws_sdk_dynamodb::types::{
 };
 use tally_core::aggregate::{Basis, PartialItem, TotalItem, partial_key};
 use tally_core::key::Date;
-use tally_core::ports::{PutOutcome, StoreError, TotalWrite, TotalsStore};
+use tally_core::ports::{PutOutcome, StoreError, TotalsStore};
 use tally_core::state::BUCKETS;
 
 use crate::store_error;
@@ -77,29 +78,44 @@ impl DynamoTotalsStore {
             .map_err(|e| StoreError::new(format!("decoding a total of {}", self.totals_table), e))
     }
 
-    async fn stored_basis(&self, item: &TotalItem) -> Result<Basis, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.totals_table)
-            .key("Counter", AttributeValue::S(item.counter.clone()))
-            .key("Date", AttributeValue::S(item.date.to_string()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| {
-                store_error(
-                    format!(
-                        "DynamoDB GetItem on table {} ({} {})",
-                        self.totals_table, item.counter, item.date
-                    ),
-                    e.into_service_error(),
-                )
-            })?;
-        match output.item {
-            Some(stored) => Ok(self.decode_total(stored)?.basis),
-            None => Ok(Basis::none()),
+    /// A BatchGetItem on one table, asking again for unprocessed keys with
+    /// backoff (throttling, or the 16 MB response cap).
+    async fn batch_get(
+        &self,
+        table: &str,
+        keys: KeysAndAttributes,
+        operation: impl Fn() -> String,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        let mut pending = HashMap::from([(table.to_owned(), keys)]);
+        let mut items = Vec::new();
+        for attempt in 0..BATCH_GET_ATTEMPTS {
+            if attempt > 0 {
+                let jitter = u64::from(std::process::id() % 50);
+                tokio::time::sleep(Duration::from_millis((50 << attempt) + jitter)).await;
+            }
+            let output = self
+                .client
+                .batch_get_item()
+                .set_request_items(Some(pending))
+                .send()
+                .await
+                .map_err(|e| store_error(operation(), e.into_service_error()))?;
+            items.extend(
+                output
+                    .responses
+                    .unwrap_or_default()
+                    .remove(table)
+                    .unwrap_or_default(),
+            );
+            match output.unprocessed_keys {
+                Some(unprocessed) if !unprocessed.is_empty() => pending = unprocessed,
+                _ => return Ok(items),
+            }
         }
+        Err(StoreError::new(
+            operation(),
+            format!("keys were still unprocessed after {BATCH_GET_ATTEMPTS} attempts"),
+        ))
     }
 }
 
@@ -183,48 +199,61 @@ impl TotalsStore for DynamoTotalsStore {
                 AttributeValue::S(partial_key(date, bucket)),
             )]));
         }
-        let mut pending = HashMap::from([(
-            self.partials_table.clone(),
-            keys.build().map_err(|e| StoreError::new(operation(), e))?,
-        )]);
-        let mut partials = Vec::new();
-        for attempt in 0..BATCH_GET_ATTEMPTS {
-            if attempt > 0 {
-                // DynamoDB left some keys unread (throttling or the 16 MB
-                // response cap): back off, with jitter, and ask again.
-                let jitter = u64::from(std::process::id() % 50);
-                tokio::time::sleep(Duration::from_millis((50 << attempt) + jitter)).await;
-            }
-            let output = self
-                .client
-                .batch_get_item()
-                .set_request_items(Some(pending))
-                .send()
-                .await
-                .map_err(|e| store_error(operation(), e.into_service_error()))?;
-            for item in output
-                .responses
-                .unwrap_or_default()
-                .remove(&self.partials_table)
-                .unwrap_or_default()
-            {
-                partials.push(self.decode_partial(item)?);
-            }
-            match output.unprocessed_keys {
-                Some(unprocessed) if !unprocessed.is_empty() => pending = unprocessed,
-                _ => {
-                    partials.sort_by_key(|p| p.bucket);
-                    return Ok(partials);
-                }
-            }
-        }
-        Err(StoreError::new(
-            operation(),
-            format!("keys were still unprocessed after {BATCH_GET_ATTEMPTS} attempts"),
-        ))
+        let request = keys.build().map_err(|e| StoreError::new(operation(), e))?;
+        let mut partials = self
+            .batch_get(&self.partials_table, request, operation)
+            .await?
+            .into_iter()
+            .map(|item| self.decode_partial(item))
+            .collect::<Result<Vec<_>, _>>()?;
+        partials.sort_by_key(|p| p.bucket);
+        Ok(partials)
     }
 
-    async fn put_total(&self, item: &TotalItem) -> Result<TotalWrite, StoreError> {
+    async fn totals_of(
+        &self,
+        date: &Date,
+        counters: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, TotalItem>, StoreError> {
+        let operation = || {
+            format!(
+                "DynamoDB BatchGetItem on table {} ({date})",
+                self.totals_table
+            )
+        };
+        let keys: Vec<HashMap<String, AttributeValue>> = counters
+            .iter()
+            .map(|counter| {
+                HashMap::from([
+                    ("Counter".to_owned(), AttributeValue::S(counter.clone())),
+                    ("Date".to_owned(), AttributeValue::S(date.to_string())),
+                ])
+            })
+            .collect();
+        let mut totals = BTreeMap::new();
+        // BatchGetItem takes at most 100 keys.
+        for chunk in keys.chunks(100) {
+            let request = KeysAndAttributes::builder()
+                .consistent_read(true)
+                .set_keys(Some(chunk.to_vec()))
+                .build()
+                .map_err(|e| StoreError::new(operation(), e))?;
+            for item in self
+                .batch_get(&self.totals_table, request, operation)
+                .await?
+            {
+                let total = self.decode_total(item)?;
+                totals.insert(total.counter.clone(), total);
+            }
+        }
+        Ok(totals)
+    }
+
+    async fn put_total(
+        &self,
+        item: &TotalItem,
+        replaces: Option<&Basis>,
+    ) -> Result<PutOutcome, StoreError> {
         let operation = || {
             format!(
                 "DynamoDB PutItem on table {} ({} {})",
@@ -235,34 +264,30 @@ impl TotalsStore for DynamoTotalsStore {
             .to_item()
             .map_err(|e| StoreError::new(operation(), e))?
             .into();
-        let mut clauses = Vec::with_capacity(BUCKETS as usize);
-        let mut request = self
+        let request = self
             .client
             .put_item()
             .table_name(&self.totals_table)
-            .set_item(Some(encoded))
-            .expression_attribute_names("#counter", "Counter")
-            .expression_attribute_names("#basis", "Basis");
-        for bucket in 0..BUCKETS as usize {
-            let version = item.basis.0.get(bucket).copied().unwrap_or(0);
-            clauses.push(format!("#basis[{bucket}] <= :v{bucket}"));
-            request = request.expression_attribute_values(
-                format!(":v{bucket}"),
-                AttributeValue::N(version.to_string()),
-            );
-        }
-        let condition = format!(
-            "attribute_not_exists(#counter) OR ({})",
-            clauses.join(" AND ")
-        );
-        match request.condition_expression(condition).send().await {
-            Ok(_) => Ok(TotalWrite::Written),
+            .set_item(Some(encoded));
+        let request = match replaces {
+            None => request
+                .condition_expression("attribute_not_exists(#counter)")
+                .expression_attribute_names("#counter", "Counter"),
+            Some(basis) => {
+                let basis = serde_dynamo::to_attribute_value(basis)
+                    .map_err(|e| StoreError::new(operation(), e))?;
+                request
+                    .condition_expression("#basis = :basis")
+                    .expression_attribute_names("#basis", "Basis")
+                    .expression_attribute_values(":basis", basis)
+            }
+        };
+        match request.send().await {
+            Ok(_) => Ok(PutOutcome::Written),
             Err(e) => {
                 let e = e.into_service_error();
                 if e.is_conditional_check_failed_exception() {
-                    Ok(TotalWrite::NotCovering {
-                        stored: self.stored_basis(item).await?,
-                    })
+                    Ok(PutOutcome::PreconditionFailed)
                 } else {
                     Err(store_error(operation(), e))
                 }

@@ -6,6 +6,7 @@
 //! must be atomic with its precondition, because concurrent invocations for
 //! the same instance race on it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use bytes::Bytes;
@@ -128,17 +129,6 @@ pub trait StateStore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<InstanceState>, StoreError>> + Send;
 }
 
-/// What a total's conditional write did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TotalWrite {
-    Written,
-    /// A total computed from a basis this one does not cover is stored;
-    /// nothing was written. It carries that stored basis.
-    NotCovering {
-        stored: Basis,
-    },
-}
-
 /// The aggregate stage's tables: the partial items and the totals.
 pub trait TotalsStore: Send + Sync {
     /// A strongly consistent read of one bucket's partial item.
@@ -162,12 +152,20 @@ pub trait TotalsStore: Send + Sync {
         date: &Date,
     ) -> impl Future<Output = Result<Vec<PartialItem>, StoreError>> + Send;
 
-    /// Writes a total unless the stored one's basis is not covered by this
-    /// one's ([`Basis::covers`]), atomically.
+    /// Strongly consistent reads of some counters' totals on one day.
+    fn totals_of(
+        &self,
+        date: &Date,
+        counters: &BTreeSet<String>,
+    ) -> impl Future<Output = Result<BTreeMap<String, TotalItem>, StoreError>> + Send;
+
+    /// Writes a total if the stored one still has basis `replaces` (or, for
+    /// `None`, there is none), atomically: a compare-and-swap on the basis.
     fn put_total(
         &self,
         item: &TotalItem,
-    ) -> impl Future<Output = Result<TotalWrite, StoreError>> + Send;
+        replaces: Option<&Basis>,
+    ) -> impl Future<Output = Result<PutOutcome, StoreError>> + Send;
 
     /// Every total of a day, removed ones included.
     fn totals(

@@ -83,8 +83,14 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
         notices: &[Notice],
         report: &mut IngestReport,
     ) -> Vec<(usize, StoreError)> {
-        let results: Vec<_> = futures::stream::iter(notices.iter().enumerate())
+        // The futures are built before they are streamed: a closure inside
+        // the stream would make the whole future unprovably Send.
+        let applies: Vec<_> = notices
+            .iter()
+            .enumerate()
             .map(|(position, notice)| async move { (position, notice, self.apply(notice).await) })
+            .collect();
+        let results: Vec<_> = futures::stream::iter(applies)
             .buffer_unordered(self.config().concurrency.max(1))
             .collect()
             .await;
@@ -202,5 +208,23 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
             });
         }
         Ok((IngestResponse::Report(report.clone()), report))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The embedded runtime spawns handlers on tasks: their futures must be Send.
+    #[allow(dead_code)]
+    fn handler_futures_are_send<S: StateStore, O: ObjectStore>(
+        ingestor: &Ingestor<S, O>,
+        payload: &Value,
+        notices: &[Notice],
+        report: &mut IngestReport,
+    ) {
+        fn send<T: Send>(_: T) {}
+        send(ingestor.handle(payload));
+        send(ingestor.apply_all(notices, report));
     }
 }

@@ -10,11 +10,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use tally_core::aggregate::{PartialItem, TotalItem};
+use std::collections::{BTreeMap, BTreeSet};
+
+use tally_core::aggregate::{Basis, PartialItem, TotalItem};
 use tally_core::key::{Date, UploadKey};
 use tally_core::ports::{
     ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, Precondition, PutOutcome, StateStore,
-    StoreError, TotalWrite, TotalsStore,
+    StoreError, TotalsStore,
 };
 use tally_core::state::InstanceState;
 
@@ -194,20 +196,113 @@ impl<T: TotalsStore> TotalsStore for CrashingTotals<T> {
         self.inner.partials(date).await
     }
 
-    async fn put_total(&self, item: &TotalItem) -> Result<TotalWrite, StoreError> {
+    async fn totals_of(
+        &self,
+        date: &Date,
+        counters: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, TotalItem>, StoreError> {
+        if !self.spend() {
+            return Err(crash());
+        }
+        self.inner.totals_of(date, counters).await
+    }
+
+    async fn put_total(
+        &self,
+        item: &TotalItem,
+        replaces: Option<&Basis>,
+    ) -> Result<PutOutcome, StoreError> {
         if !self.spend() {
             if self.write_lands {
-                let _ = self.inner.put_total(item).await;
+                let _ = self.inner.put_total(item, replaces).await;
             }
             return Err(crash());
         }
-        self.inner.put_total(item).await
+        self.inner.put_total(item, replaces).await
     }
 
     async fn totals(&self, date: &Date) -> Result<Vec<TotalItem>, StoreError> {
         if !self.spend() {
             return Err(crash());
         }
+        self.inner.totals(date).await
+    }
+}
+
+/// Which call a [`Paused`] store holds back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseBefore {
+    TotalsOf,
+    PutTotal,
+}
+
+/// The aggregate stage's tables with one call held back: before the first
+/// call of the chosen kind, the store signals `reached` and waits for
+/// `resume`, so a test can order two invocations' steps exactly.
+#[derive(Clone)]
+pub struct Paused<T> {
+    inner: T,
+    before: PauseBefore,
+    pub reached: Arc<tokio::sync::Notify>,
+    pub resume: Arc<tokio::sync::Notify>,
+    paused: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<T> Paused<T> {
+    pub fn new(inner: T, before: PauseBefore) -> Paused<T> {
+        Paused {
+            inner,
+            before,
+            reached: Arc::new(tokio::sync::Notify::new()),
+            resume: Arc::new(tokio::sync::Notify::new()),
+            paused: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    async fn maybe_pause(&self, at: PauseBefore) {
+        if at == self.before && !self.paused.swap(true, Ordering::SeqCst) {
+            self.reached.notify_one();
+            self.resume.notified().await;
+        }
+    }
+}
+
+impl<T: TotalsStore> TotalsStore for Paused<T> {
+    async fn partial(&self, date: &Date, bucket: u64) -> Result<Option<PartialItem>, StoreError> {
+        self.inner.partial(date, bucket).await
+    }
+
+    async fn put_partial(
+        &self,
+        item: &PartialItem,
+        read_version: u64,
+    ) -> Result<PutOutcome, StoreError> {
+        self.inner.put_partial(item, read_version).await
+    }
+
+    async fn partials(&self, date: &Date) -> Result<Vec<PartialItem>, StoreError> {
+        self.inner.partials(date).await
+    }
+
+    async fn totals_of(
+        &self,
+        date: &Date,
+        counters: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, TotalItem>, StoreError> {
+        self.maybe_pause(PauseBefore::TotalsOf).await;
+        self.inner.totals_of(date, counters).await
+    }
+
+    async fn put_total(
+        &self,
+        item: &TotalItem,
+        replaces: Option<&Basis>,
+    ) -> Result<PutOutcome, StoreError> {
+        self.maybe_pause(PauseBefore::PutTotal).await;
+        self.inner.put_total(item, replaces).await
+    }
+
+    async fn totals(&self, date: &Date) -> Result<Vec<TotalItem>, StoreError> {
         self.inner.totals(date).await
     }
 }

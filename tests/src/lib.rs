@@ -148,5 +148,6 @@ pub fn url_encode_key(key: &str) -> String {
 }
 
 pub mod faults;
+pub mod seed;
 pub mod streams;
 pub mod world;

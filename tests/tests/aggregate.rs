@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+use tally_aggregate::Aggregator;
 use tally_aggregate::reconcile::reconcile;
 use tally_core::key::Date;
 use tally_core::ports::TotalsStore;
@@ -305,4 +306,75 @@ async fn reconcile_finds_drift_and_repairs_it() {
         .await
         .unwrap();
     assert_eq!((again.partials_repaired, again.totals_repaired), (0, 0));
+}
+
+#[tokio::test]
+async fn a_seed_round_writes_each_changed_total_once_per_batch() {
+    // The seed's workload, 100 instances × 100 counters, in one batch of
+    // 100 records: a first round, then one where 10% of the counters move.
+    // (`cargo run -p tally-tests --example seed_costs` prints the full table.)
+    let mut world = PipelineWorld::new(false).await;
+    let rounds = tally_tests::seed::run_seed_rounds(&mut world, 100, &[100, 10]).await;
+    for round in &rounds {
+        assert_eq!(round.total_writes, round.changed_counters, "{round:?}");
+        assert!(round.partial_writes <= 64, "{round:?}");
+    }
+    assert_eq!(world.totals(DATE).await, world.batch_totals(DATE).await);
+}
+
+#[tokio::test]
+async fn an_invocation_overtaken_by_a_stale_one_recomputes_and_wins() {
+    // Two instances in different buckets report counter a; their changes
+    // come through different shards, and two invocations interleave so:
+    //   B folds y's change, reads the partials (without x), then waits;
+    //   A folds x's change, reads the partials (x and y) and the stored
+    //     totals (none), then waits before writing;
+    //   B reads the stored totals (none) and writes a = y, from partials
+    //     that lack x;
+    //   A's write, expecting no total, fails: it must read again and write
+    //     a = x + y over B's, whose basis its own covers.
+    use tally_tests::faults::{PauseBefore, Paused};
+    let mut world = PipelineWorld::new(false).await;
+    let (x, y) = ("i-1", "i-2");
+    assert_ne!(
+        tally_core::state::bucket_of(x),
+        tally_core::state::bucket_of(y)
+    );
+    upload_all(&world, &[(x, "a 5"), (y, "a 7")]).await;
+    let records = world.stream.read_new().await;
+    let of = |instance: &str| -> Vec<Value> {
+        records
+            .iter()
+            .filter(|r| r["dynamodb"]["Keys"]["Instance"]["S"] == instance)
+            .cloned()
+            .collect()
+    };
+    let (x_records, y_records) = (of(x), of(y));
+    let store = world.aggregator.store().clone();
+    let a = Paused::new(store.clone(), PauseBefore::PutTotal);
+    let b = Paused::new(store.clone(), PauseBefore::TotalsOf);
+    let (a_aggregator, b_aggregator) = (Aggregator::new(a.clone()), Aggregator::new(b.clone()));
+
+    let b_event = lambda_event(&y_records);
+    let b_run = tokio::spawn(async move { b_aggregator.handle(&b_event).await });
+    b.reached.notified().await;
+    let a_event = lambda_event(&x_records);
+    let a_run = tokio::spawn(async move { a_aggregator.handle(&a_event).await });
+    a.reached.notified().await;
+    b.resume.notify_one();
+    let (b_response, _) = b_run.await.unwrap();
+    assert!(b_response.batch_item_failures.is_empty());
+    assert_eq!(
+        world.totals(DATE).await,
+        BTreeMap::from([("a".to_owned(), 7)]),
+        "B's stale total"
+    );
+    a.resume.notify_one();
+    let (a_response, a_report) = a_run.await.unwrap();
+    assert!(a_response.batch_item_failures.is_empty());
+    assert_eq!(a_report.total_writes, 1, "{a_report:?}");
+    assert_eq!(
+        world.totals(DATE).await,
+        BTreeMap::from([("a".to_owned(), 12)])
+    );
 }
