@@ -12,6 +12,7 @@
 
 pub mod bucket;
 pub mod config;
+mod schema;
 pub mod state_table;
 pub mod totals_tables;
 

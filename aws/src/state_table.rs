@@ -6,16 +6,12 @@
 //! arbitrary, and several attribute names are DynamoDB reserved words.
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::client::Waiters;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, StreamSpecification, StreamViewType,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, BillingMode, KeyType};
 use tally_core::key::{Date, UploadKey};
 use tally_core::ports::{Precondition, PutOutcome, StateStore, StoreError};
 use tally_core::state::{InstanceState, StateItem, attr, partition_key, partition_keys};
 
-use crate::store_error;
+use crate::{schema, store_error};
 
 /// The state table, reached through one client.
 #[derive(Clone, Debug)]
@@ -114,17 +110,7 @@ impl StateStore for DynamoStateStore {
                 }
             }
         };
-        match request.send().await {
-            Ok(_) => Ok(PutOutcome::Written),
-            Err(e) => {
-                let e = e.into_service_error();
-                if e.is_conditional_check_failed_exception() {
-                    Ok(PutOutcome::PreconditionFailed)
-                } else {
-                    Err(store_error(self.operation("PutItem", &state.key), e))
-                }
-            }
-        }
+        schema::conditional_put(request, || self.operation("PutItem", &state.key)).await
     }
 
     async fn day(&self, date: &Date) -> Result<Vec<InstanceState>, StoreError> {
@@ -182,57 +168,17 @@ pub(crate) async fn query_partition(
 }
 
 /// Creates the state table (on-demand, stream with both images) unless it
-/// exists, and waits until it is active. For test servers and `tally dev up`;
-/// production tables come from the deployment template.
+/// exists, and waits until it is active. For test servers and local
+/// tooling; production tables come from the deployment template.
 pub async fn create_state_table(client: &Client, table: &str) -> Result<(), StoreError> {
-    let key = |name: &str, key_type: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(key_type)
-            .build()
-    };
-    let definition = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-    };
-    let operation = || format!("DynamoDB CreateTable {table}");
-    let result = client
+    let request = client
         .create_table()
         .table_name(table)
-        .key_schema(key(attr::PART, KeyType::Hash).map_err(|e| StoreError::new(operation(), e))?)
-        .key_schema(
-            key(attr::INSTANCE, KeyType::Range).map_err(|e| StoreError::new(operation(), e))?,
-        )
-        .attribute_definitions(definition(attr::PART).map_err(|e| StoreError::new(operation(), e))?)
-        .attribute_definitions(
-            definition(attr::INSTANCE).map_err(|e| StoreError::new(operation(), e))?,
-        )
+        .key_schema(schema::key(attr::PART, KeyType::Hash)?)
+        .key_schema(schema::key(attr::INSTANCE, KeyType::Range)?)
+        .attribute_definitions(schema::string_attribute(attr::PART)?)
+        .attribute_definitions(schema::string_attribute(attr::INSTANCE)?)
         .billing_mode(BillingMode::PayPerRequest)
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewAndOldImages)
-                .build()
-                .map_err(|e| StoreError::new(operation(), e))?,
-        )
-        .send()
-        .await;
-    match result {
-        Ok(_) => {}
-        Err(e) => {
-            let e = e.into_service_error();
-            if !e.is_resource_in_use_exception() {
-                return Err(store_error(operation(), e));
-            }
-        }
-    }
-    client
-        .wait_until_table_exists()
-        .table_name(table)
-        .wait(std::time::Duration::from_secs(120))
-        .await
-        .map_err(|e| StoreError::new(format!("waiting for table {table}"), e))?;
-    Ok(())
+        .stream_specification(schema::both_images()?);
+    schema::create(client, table, request).await
 }

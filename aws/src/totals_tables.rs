@@ -19,15 +19,15 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, KeysAndAttributes, Projection, ProjectionType, ScalarAttributeType,
-    StreamSpecification, StreamViewType,
+    AttributeValue, BillingMode, GlobalSecondaryIndex, KeyType, KeysAndAttributes, Projection,
+    ProjectionType,
 };
 use tally_core::aggregate::{Basis, PartialItem, TotalItem, partial_key};
 use tally_core::key::Date;
 use tally_core::ports::{PutOutcome, StoreError, TotalsStore};
 use tally_core::state::BUCKETS;
 
+use crate::schema::{self, key, string_attribute};
 use crate::store_error;
 
 /// The name of the totals table's index by date.
@@ -90,8 +90,12 @@ impl DynamoTotalsStore {
         let mut items = Vec::new();
         for attempt in 0..BATCH_GET_ATTEMPTS {
             if attempt > 0 {
-                let jitter = u64::from(std::process::id() % 50);
-                tokio::time::sleep(Duration::from_millis((50 << attempt) + jitter)).await;
+                // Full jitter from the clock's low bits: no random-number
+                // crate for one sleep, and concurrent callers still spread.
+                let jitter = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::from(d.subsec_nanos()) % (50 << attempt));
+                tokio::time::sleep(Duration::from_millis((25 << attempt) + jitter)).await;
             }
             let output = self
                 .client
@@ -172,17 +176,7 @@ impl TotalsStore for DynamoTotalsStore {
                     AttributeValue::N(read_version.to_string()),
                 )
         };
-        match request.send().await {
-            Ok(_) => Ok(PutOutcome::Written),
-            Err(e) => {
-                let e = e.into_service_error();
-                if e.is_conditional_check_failed_exception() {
-                    Ok(PutOutcome::PreconditionFailed)
-                } else {
-                    Err(store_error(operation(), e))
-                }
-            }
-        }
+        schema::conditional_put(request, operation).await
     }
 
     async fn partials(&self, date: &Date) -> Result<Vec<PartialItem>, StoreError> {
@@ -282,17 +276,7 @@ impl TotalsStore for DynamoTotalsStore {
                     .expression_attribute_values(":basis", basis)
             }
         };
-        match request.send().await {
-            Ok(_) => Ok(PutOutcome::Written),
-            Err(e) => {
-                let e = e.into_service_error();
-                if e.is_conditional_check_failed_exception() {
-                    Ok(PutOutcome::PreconditionFailed)
-                } else {
-                    Err(store_error(operation(), e))
-                }
-            }
-        }
+        schema::conditional_put(request, operation).await
     }
 
     async fn totals(&self, date: &Date) -> Result<Vec<TotalItem>, StoreError> {
@@ -330,69 +314,16 @@ impl TotalsStore for DynamoTotalsStore {
     }
 }
 
-fn key(name: &str, key_type: KeyType) -> Result<KeySchemaElement, StoreError> {
-    KeySchemaElement::builder()
-        .attribute_name(name)
-        .key_type(key_type)
-        .build()
-        .map_err(|e| StoreError::new(format!("describing key {name}"), e))
-}
-
-fn string_attribute(name: &str) -> Result<AttributeDefinition, StoreError> {
-    AttributeDefinition::builder()
-        .attribute_name(name)
-        .attribute_type(ScalarAttributeType::S)
-        .build()
-        .map_err(|e| StoreError::new(format!("describing attribute {name}"), e))
-}
-
-async fn wait_active(client: &Client, table: &str) -> Result<(), StoreError> {
-    use aws_sdk_dynamodb::client::Waiters;
-    client
-        .wait_until_table_exists()
-        .table_name(table)
-        .wait(Duration::from_secs(120))
-        .await
-        .map(|_| ())
-        .map_err(|e| StoreError::new(format!("waiting for table {table}"), e))
-}
-
-fn created_or_exists<E>(
-    table: &str,
-    result: Result<
-        E,
-        aws_sdk_dynamodb::error::SdkError<
-            aws_sdk_dynamodb::operation::create_table::CreateTableError,
-            aws_sdk_dynamodb::config::http::HttpResponse,
-        >,
-    >,
-) -> Result<(), StoreError> {
-    match result {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let e = e.into_service_error();
-            if e.is_resource_in_use_exception() {
-                Ok(())
-            } else {
-                Err(store_error(format!("DynamoDB CreateTable {table}"), e))
-            }
-        }
-    }
-}
-
 /// Creates the partials table unless it exists. For test servers and local
 /// tooling; production tables come from the deployment template.
 pub async fn create_partials_table(client: &Client, table: &str) -> Result<(), StoreError> {
-    let result = client
+    let request = client
         .create_table()
         .table_name(table)
         .key_schema(key("Part", KeyType::Hash)?)
         .attribute_definitions(string_attribute("Part")?)
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await;
-    created_or_exists(table, result)?;
-    wait_active(client, table).await
+        .billing_mode(BillingMode::PayPerRequest);
+    schema::create(client, table, request).await
 }
 
 /// Creates the totals table with its `ByDate` index and stream unless it exists.
@@ -410,12 +341,7 @@ pub async fn create_totals_table(client: &Client, table: &str) -> Result<(), Sto
         )
         .build()
         .map_err(|e| StoreError::new(format!("describing index {BY_DATE}"), e))?;
-    let stream = StreamSpecification::builder()
-        .stream_enabled(true)
-        .stream_view_type(StreamViewType::NewAndOldImages)
-        .build()
-        .map_err(|e| StoreError::new("describing the totals stream", e))?;
-    let result = client
+    let request = client
         .create_table()
         .table_name(table)
         .key_schema(key("Counter", KeyType::Hash)?)
@@ -424,9 +350,6 @@ pub async fn create_totals_table(client: &Client, table: &str) -> Result<(), Sto
         .attribute_definitions(string_attribute("Date")?)
         .global_secondary_indexes(by_date)
         .billing_mode(BillingMode::PayPerRequest)
-        .stream_specification(stream)
-        .send()
-        .await;
-    created_or_exists(table, result)?;
-    wait_active(client, table).await
+        .stream_specification(schema::both_images()?);
+    schema::create(client, table, request).await
 }

@@ -151,3 +151,24 @@ pub mod faults;
 pub mod seed;
 pub mod streams;
 pub mod world;
+
+/// What a property test against the server runs on: a two-thread runtime,
+/// and `PROPTEST_CASES` cases (200 by default) with bounded shrinking, since
+/// each replay is a whole script against the server.
+pub fn property_runner() -> (tokio::runtime::Runtime, proptest::test_runner::Config) {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let config = proptest::test_runner::Config {
+        cases,
+        max_shrink_iters: 100,
+        ..proptest::test_runner::Config::default()
+    };
+    (runtime, config)
+}

@@ -277,20 +277,7 @@ async fn run_case(
 
 #[test]
 fn totals_equal_the_batch_recomputation_whatever_the_delivery() {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(200);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    let config = ProptestConfig {
-        cases,
-        max_shrink_iters: 100,
-        ..ProptestConfig::default()
-    };
+    let (runtime, config) = tally_tests::property_runner();
     proptest!(config, |(
         ops in proptest::collection::vec(op(), 1..14),
         shards in 1..=3usize,

@@ -230,21 +230,7 @@ async fn run_case(
 
 #[test]
 fn the_state_table_holds_each_instances_last_accepted_body() {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(200);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    let config = ProptestConfig {
-        cases,
-        // Shrinking replays whole scripts against the server; keep it bounded.
-        max_shrink_iters: 200,
-        ..ProptestConfig::default()
-    };
+    let (runtime, config) = tally_tests::property_runner();
     proptest!(config, |(
         steps in proptest::collection::vec(step(), 1..24),
         versioned in any::<bool>(),
