@@ -22,8 +22,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures::StreamExt;
 use serde::Serialize;
 use tally_core::aggregate::{
-    PartialItem, SequenceNumber, StateChange, totals_from_partials, touched_counters,
+    Basis, Fold, PartialItem, SequenceNumber, StateChange, TotalItem, totals_from_partials,
 };
+use tally_core::capacity::MAX_ITEM_BYTES;
 use tally_core::key::Date;
 use tally_core::ports::{PutOutcome, StoreError, TotalsStore};
 use tracing::{info, warn};
@@ -96,7 +97,7 @@ impl<T: TotalsStore> Aggregator<T> {
             .into_iter()
             .map(|((date, bucket), group)| async move {
                 let result = self.fold(date, bucket, &group).await;
-                (group, result)
+                (date.clone(), bucket, group, result)
             })
             .collect();
         let folded: Vec<_> = futures::stream::iter(folds)
@@ -104,15 +105,27 @@ impl<T: TotalsStore> Aggregator<T> {
             .collect()
             .await;
 
-        let mut settled: Vec<StateChange> = Vec::new();
-        for (group, result) in folded {
+        // Per date: the counters to recompute, the partial versions this
+        // batch stands on, and the first change (to resume from on failure).
+        let mut days: BTreeMap<Date, Day> = BTreeMap::new();
+        for (date, bucket, group, result) in folded {
             match result {
                 Ok(step) => {
-                    report.already_applied += step.already_applied;
+                    report.already_applied += step.fold.already_applied as u64;
                     report.partial_writes += step.writes;
                     report.write_units += step.write_units;
                     report.read_units += step.read_units;
-                    settled.extend(group.into_iter().cloned());
+                    let day = days.entry(date).or_insert_with(|| Day {
+                        counters: BTreeSet::new(),
+                        own: BTreeMap::new(),
+                        first: group[0].sequence.clone(),
+                        changes: 0,
+                    });
+                    day.counters.extend(step.fold.changed);
+                    day.counters.extend(step.fold.already_applied_counters);
+                    day.own.insert(bucket, step.version);
+                    day.first = day.first.clone().min(group[0].sequence.clone());
+                    day.changes += group.len() as u64;
                 }
                 Err(error) => {
                     report.failed += group.len() as u64;
@@ -124,16 +137,19 @@ impl<T: TotalsStore> Aggregator<T> {
             }
         }
 
-        for (date, counters) in touched_counters(&settled) {
-            if let Err(error) = self.write_totals(&date, counters, &mut report).await {
-                let day: Vec<&StateChange> = settled.iter().filter(|c| c.date == date).collect();
-                report.failed += day.len() as u64;
-                if let Some(first) = day.iter().map(|c| &c.sequence).min() {
-                    failures.push(Failure {
-                        from: first.clone(),
-                        error,
-                    });
-                }
+        for (date, day) in days {
+            if day.counters.is_empty() {
+                continue;
+            }
+            if let Err(error) = self
+                .write_totals(&date, day.counters, &day.own, &mut report)
+                .await
+            {
+                report.failed += day.changes;
+                failures.push(Failure {
+                    from: day.first,
+                    error,
+                });
             }
         }
         (report, failures)
@@ -148,26 +164,36 @@ impl<T: TotalsStore> Aggregator<T> {
     ) -> Result<FoldStep, StoreError> {
         let stored = self.store.partial(date, bucket).await?;
         let read_units = stored.as_ref().map_or(1, PartialItem::read_units);
-        let mut partial = stored.unwrap_or_else(|| PartialItem::empty(date, bucket));
+        let mut partial = stored
+            .clone()
+            .unwrap_or_else(|| PartialItem::empty(date, bucket));
         let read_version = partial.version;
-        let already_applied = changes
-            .iter()
-            .filter(|c| c.sequence <= partial.applied_through)
-            .count() as u64;
-        if !partial.fold(changes.iter().copied()) {
+        let fold = partial.fold(changes.iter().copied());
+        if fold.changed.is_empty() {
             return Ok(FoldStep {
-                already_applied,
+                fold,
+                version: read_version,
                 writes: 0,
                 write_units: 0,
                 read_units,
             });
         }
+        let size = partial.item_size();
+        if size > MAX_ITEM_BYTES {
+            return Err(StoreError::new(
+                format!("writing partial item {}", partial.part),
+                format!(
+                    "it would be {size} bytes, over DynamoDB's {MAX_ITEM_BYTES}-byte item limit: the day has more distinct counters than one bucket can hold"
+                ),
+            ));
+        }
         match self.store.put_partial(&partial, read_version).await? {
             PutOutcome::Written => Ok(FoldStep {
-                already_applied,
+                version: partial.version,
+                write_units: partial.write_units_over(stored.as_ref()),
                 writes: 1,
-                write_units: partial.write_units(),
                 read_units,
+                fold,
             }),
             // Only one invocation at a time holds a bucket's records, so this
             // is a delivery overlapping a retry of itself: let Lambda retry.
@@ -181,12 +207,21 @@ impl<T: TotalsStore> Aggregator<T> {
     }
 
     /// Step 2 for one day: recompute and write the totals of `counters`.
+    /// `own` holds the partial versions the caller's changes are folded into
+    /// (bucket → version): a stored total computed from at least those
+    /// includes them, and needs no write from this caller.
     pub async fn write_totals(
         &self,
         date: &Date,
         mut counters: BTreeSet<String>,
+        own: &BTreeMap<u64, u64>,
         report: &mut AggregateReport,
     ) -> Result<(), StoreError> {
+        let includes_own = |basis: &Basis| {
+            own.iter().all(|(bucket, version)| {
+                basis.0.get(*bucket as usize).copied().unwrap_or(0) >= *version
+            })
+        };
         for round in 0..MAX_TOTAL_ROUNDS {
             let partials = self.store.partials(date).await?;
             report.read_units += partials
@@ -199,37 +234,40 @@ impl<T: TotalsStore> Aggregator<T> {
             let mut writes = Vec::new();
             let mut behind = BTreeSet::new();
             for total in totals_from_partials(date, &partials, &counters) {
-                let replaces = stored.get(&total.counter).map(|s| &s.basis);
-                match replaces {
-                    // Written already from partials at least as new: nothing to do.
-                    Some(basis) if basis.covers(&total.basis) => {}
+                let current = stored.get(&total.counter);
+                match current {
+                    // Written already from partials that include this batch's.
+                    Some(s) if includes_own(&s.basis) => {}
                     // Written from partial writes this read has not seen yet.
-                    Some(basis) if !total.basis.covers(basis) => {
+                    Some(s) if !total.basis.covers(&s.basis) => {
                         behind.insert(total.counter);
                     }
-                    _ => writes.push((total, replaces.cloned())),
+                    _ => writes.push((total, current.cloned())),
                 }
             }
             let puts: Vec<_> = writes
                 .into_iter()
-                .map(|(total, replaces)| async move {
-                    let result = self.store.put_total(&total, replaces.as_ref()).await;
-                    (total, result)
+                .map(|(total, current)| async move {
+                    let result = self
+                        .store
+                        .put_total(&total, current.as_ref().map(|c| &c.basis))
+                        .await;
+                    (total, current, result)
                 })
                 .collect();
             let written: Vec<_> = futures::stream::iter(puts)
                 .buffer_unordered(CONCURRENCY)
                 .collect()
                 .await;
-            for (total, result) in written {
-                // A write whose condition fails is billed like one that lands.
-                report.write_units += total.write_units();
+            for (total, current, result) in written {
                 match result? {
                     PutOutcome::Written => {
                         report.total_writes += 1;
                         report.totals_removed += u64::from(total.is_removed());
+                        report.write_units += total.write_units_over(current.as_ref());
                     }
                     PutOutcome::PreconditionFailed => {
+                        report.write_units += TotalItem::failed_write_units(current.as_ref());
                         behind.insert(total.counter);
                     }
                 }
@@ -249,8 +287,18 @@ impl<T: TotalsStore> Aggregator<T> {
     }
 }
 
+/// One date's share of a batch.
+struct Day {
+    counters: BTreeSet<String>,
+    own: BTreeMap<u64, u64>,
+    first: SequenceNumber,
+    changes: u64,
+}
+
 struct FoldStep {
-    already_applied: u64,
+    fold: Fold,
+    /// The partial's version after this step.
+    version: u64,
     writes: u64,
     write_units: u64,
     read_units: u64,

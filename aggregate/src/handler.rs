@@ -4,10 +4,13 @@
 //! `serde_dynamo` into the state item). `INSERT`, `MODIFY` and `REMOVE` are
 //! state changes. A `REMOVE` made by DynamoDB's time-to-live (user identity
 //! `Service` / `dynamodb.amazonaws.com`) is the expiry of an old day's state,
-//! not an instance going away, so it leaves the totals as they are. A record
-//! that does not decode is logged with its event id and reported as failed,
-//! never dropped: Lambda retries it and, past the retries, sends it to the
-//! on-failure destination.
+//! not an instance going away, so it leaves the totals as they are.
+//!
+//! A record that does not decode is logged with its event id and reported
+//! as failed, and nothing after it in the batch is applied, so no later
+//! change of its bucket moves past it. Lambda redelivers from it; once its
+//! retries run out, Lambda moves on and sends the record's position to the
+//! on-failure destination, and `reconcile` repairs its day.
 //!
 //! The response names the lowest failed sequence number; Lambda redelivers
 //! from there, and everything after it that was applied is skipped then.
@@ -103,7 +106,7 @@ impl<T: TotalsStore> Aggregator<T> {
                     info!(event_id = %record.event_id, "time-to-live expiry left the totals as they are")
                 }
                 Err(e) => {
-                    error!(error = %e, "undecodable stream record");
+                    error!(error = %e, "undecodable stream record; nothing after it in this batch is applied");
                     undecodable += 1;
                     // Without a sequence number Lambda cannot resume from the
                     // record: fail from the start of the batch instead.
@@ -121,6 +124,7 @@ impl<T: TotalsStore> Aggregator<T> {
                         })
                         .unwrap_or_default();
                     note_failure(sequence, reported);
+                    break;
                 }
             }
         }

@@ -6,19 +6,28 @@
 //! differs. It repairs whatever the stream could not deliver, for example
 //! after the aggregate stage was down longer than the stream's 24 hours.
 //!
-//! Run it when the day's stream backlog is drained (the aggregate stage
-//! caught up, or its event source paused): a partial item rebuilt from the
-//! state table already contains changes still waiting in the stream, and the
-//! aggregate stage would fold those in a second time. Its reads grow with the
-//! fleet, which is why it is a repair tool and not the stage itself.
+//! Run it for a day whose uploads have stopped and whose stream backlog the
+//! stage has processed (say, yesterday, with the stage caught up). A partial
+//! rebuilt from the state table already holds every change in it, but keeps
+//! its `AppliedThrough`: a change still waiting in the stream would be folded
+//! in a second time. So do not run it while the stage's event source is
+//! paused with that day's records still in the stream.
+//!
+//! The day's existing totals are listed through the `ByDate` index, which is
+//! eventually consistent: a total written in the last moment may be missed
+//! by a check, though every counter the state holds is checked anyway, and
+//! repairs go through strongly consistent reads and the basis swap. Its reads
+//! grow with the fleet, which is why it is a repair tool and not the stage.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
-use tally_core::aggregate::{Exact, PartialItem, totals_from_partials};
+use tally_core::aggregate::{
+    Exact, PartialItem, SequenceNumber, StateChange, totals_from_partials,
+};
 use tally_core::key::Date;
 use tally_core::ports::{PutOutcome, StateStore, StoreError, TotalsStore};
-use tally_core::state::{BUCKETS, bucket_of};
+use tally_core::state::{BUCKETS, StateItem};
 
 use crate::apply::{AggregateReport, Aggregator};
 
@@ -51,20 +60,20 @@ pub async fn reconcile<S: StateStore, T: TotalsStore>(
         ..ReconcileReport::default()
     };
 
-    // What each bucket's partial item should hold.
+    // What each bucket's partial item should hold: every live state folded
+    // into an empty partial, as if each instance's body arrived once.
+    let first = SequenceNumber::parse("1").map_err(|e| StoreError::new("reconcile", e))?;
     let mut expected: BTreeMap<u64, PartialItem> = BTreeMap::new();
     for state in &day {
-        let Some(counters) = state.content.counters() else {
-            continue;
-        };
-        let bucket = bucket_of(&state.key.instance);
+        let change = StateChange::from_images(first.clone(), None, Some(StateItem::from(state)))
+            .map_err(|e| StoreError::new(format!("reading state of {}", state.key.instance), e))?;
+        let bucket = change.bucket;
         let partial = expected
             .entry(bucket)
             .or_insert_with(|| PartialItem::empty(date, bucket));
-        for (name, value) in counters {
-            partial.sums.entry(name.clone()).or_insert(Exact(0)).0 += i128::from(*value);
-            *partial.contributors.entry(name.clone()).or_default() += 1;
-        }
+        // Each state is its own first change on an empty partial.
+        partial.applied_through = SequenceNumber::zero();
+        let _ = partial.fold([&change]);
     }
 
     let mut wanted = Vec::with_capacity(BUCKETS as usize);
@@ -135,8 +144,17 @@ pub async fn reconcile<S: StateStore, T: TotalsStore>(
         .collect();
     report.totals_repaired = drifted.len() as u64;
     if repair && !drifted.is_empty() {
+        // Stand on every bucket as it is now, repaired.
+        let own: BTreeMap<u64, u64> = store
+            .partials(date)
+            .await?
+            .iter()
+            .map(|p| (p.bucket, p.version))
+            .collect();
         let mut writes = AggregateReport::default();
-        aggregator.write_totals(date, drifted, &mut writes).await?;
+        aggregator
+            .write_totals(date, drifted, &own, &mut writes)
+            .await?;
     }
     Ok(report)
 }

@@ -45,8 +45,25 @@
 //!    partials, so once the stream is drained each total is the sum of the
 //!    final partials.
 //!
-//! A counter whose sum over the batch's changes is zero with no change in
-//! contributors is not written. A counter left with no contributor keeps its
+//! A total is recomputed when its counter's sum or contributors changed in a
+//! partial this batch wrote, or was touched by a change skipped as folded
+//! in already. Changes that cancel within one bucket need no write (one
+//! atomic partial write shows readers all or none of them); changes that
+//! cancel across buckets rewrite the unchanged value with its newer basis,
+//! since a concurrent invocation may have read one partial write and not the
+//! other.
+//!
+//! # What it relies on
+//!
+//! All records of one (date, bucket) must reach the stage in stream order,
+//! one invocation at a time. DynamoDB puts all items of one hash key in one
+//! partition, so their records share a shard, and Lambda processes a shard
+//! in order; the event source mapping must keep `ParallelizationFactor` at 1,
+//! because above 1 Lambda promises order only per item. Should DynamoDB ever
+//! split one hash key's items across partitions (it may do so for a very hot
+//! key; the state's buckets take under a tenth of a partition's write
+//! throughput at 100,000 instances), a change could be skipped: a periodic
+//! `reconcile` check of past days is the alarm for that. A counter left with no contributor keeps its
 //! item with `Contributors` 0 and no `Value`: it is reported as removed, and
 //! the kept `Basis` stops an older computation from bringing it back.
 //!
@@ -260,16 +277,21 @@ impl PartialItem {
         }
     }
 
-    /// Folds in the changes not folded in yet (in stream order) and reports
-    /// whether any was. The caller writes the result conditional on the
-    /// version it read.
-    pub fn fold<'a>(&mut self, changes: impl IntoIterator<Item = &'a StateChange>) -> bool {
-        let mut folded = false;
+    /// Folds in the changes not folded in yet, in stream order. The caller
+    /// writes the result, conditional on the version it read, when
+    /// [`Fold::changed`] is not empty; the version has then been bumped.
+    pub fn fold<'a>(&mut self, changes: impl IntoIterator<Item = &'a StateChange>) -> Fold {
+        let before = (self.sums.clone(), self.contributors.clone());
+        let mut fold = Fold::default();
         for change in changes {
+            let deltas = change.deltas();
             if change.sequence <= self.applied_through {
+                fold.already_applied += 1;
+                fold.already_applied_counters
+                    .extend(deltas.keys().map(|name| (*name).to_owned()));
                 continue;
             }
-            for (name, delta) in change.deltas() {
+            for (name, delta) in deltas {
                 let sum = self.sums.entry(name.to_owned()).or_default();
                 sum.0 += delta.sum;
                 let count = self.contributors.entry(name.to_owned()).or_default();
@@ -280,18 +302,53 @@ impl PartialItem {
                 }
             }
             self.applied_through = change.sequence.clone();
-            folded = true;
         }
-        if folded {
+        // Within one bucket changes may cancel out: one atomic write shows
+        // readers either all of them or none, so only the net result counts.
+        let (sums, contributors) = before;
+        let names: BTreeSet<&String> = sums
+            .keys()
+            .chain(self.sums.keys())
+            .chain(contributors.keys())
+            .chain(self.contributors.keys())
+            .collect();
+        fold.changed = names
+            .into_iter()
+            .filter(|name| {
+                sums.get(*name) != self.sums.get(*name)
+                    || contributors.get(*name) != self.contributors.get(*name)
+            })
+            .cloned()
+            .collect();
+        if !fold.changed.is_empty() {
             self.version += 1;
         }
-        folded
+        fold
     }
+
+    /// The size DynamoDB bills for this item.
+    pub fn item_size(&self) -> usize {
+        serde_dynamo::to_item::<_, serde_dynamo::Item>(self)
+            .map(|item| capacity::item_size(&item))
+            .unwrap_or(capacity::MAX_ITEM_BYTES + 1)
+    }
+}
+
+/// What folding a bucket's changes did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fold {
+    /// Counters whose sum or contributors in this partial changed.
+    pub changed: BTreeSet<String>,
+    /// Changes skipped as folded in by an earlier delivery.
+    pub already_applied: usize,
+    /// Counters those skipped changes touch: their totals may not be written
+    /// yet if the earlier delivery stopped before its totals.
+    pub already_applied_counters: BTreeSet<String>,
 }
 
 /// The partial items table's hash key: `<date>#<bucket>`, like the state's.
 pub fn partial_key(date: &Date, bucket: u64) -> String {
-    format!("{date}#{bucket:02}")
+    crate::state::bucket_key(date, bucket)
 }
 
 /// The partial versions a total was computed from: one per bucket, 0 for a
@@ -362,31 +419,57 @@ impl TotalItem {
         serde_dynamo::from_item(item)
     }
 
-    /// Write units of writing this total: the item, and its copy in the
-    /// `ByDate` index (keys, `Value` and `Contributors`).
-    pub fn write_units(&self) -> u64 {
+    /// Sizes of the item and of its copy in the `ByDate` index (keys,
+    /// `Value` and `Contributors`).
+    fn sizes(&self) -> (usize, usize) {
         let Ok(mut item) = self.to_item() else {
-            return 0;
+            return (capacity::MAX_ITEM_BYTES, 0);
         };
-        let table = capacity::write_units(capacity::item_size(&item));
+        let table = capacity::item_size(&item);
         item.remove("Basis");
-        table + capacity::write_units(capacity::item_size(&item))
+        (table, capacity::item_size(&item))
+    }
+
+    /// Write units of writing this total over `stored`: the table write is
+    /// billed on the larger item, and the index is written only when what it
+    /// projects changes.
+    pub fn write_units_over(&self, stored: Option<&TotalItem>) -> u64 {
+        let (table, index) = self.sizes();
+        let (stored_table, stored_index) = stored.map_or((0, 0), TotalItem::sizes);
+        let index_changed =
+            stored.is_none_or(|s| (s.value, s.contributors) != (self.value, self.contributors));
+        capacity::write_units(table.max(stored_table))
+            + if index_changed {
+                capacity::write_units(index.max(stored_index))
+            } else {
+                0
+            }
+    }
+
+    /// Write units a conditional write whose condition failed is billed:
+    /// the stored item's size, and no index write.
+    pub fn failed_write_units(stored: Option<&TotalItem>) -> u64 {
+        capacity::write_units(stored.map_or(1, |s| s.sizes().0))
+    }
+
+    /// Read units of a strongly consistent read of this total.
+    pub fn read_units(&self) -> u64 {
+        capacity::consistent_read_units(Some(self.sizes().0))
     }
 }
 
 impl PartialItem {
-    /// Write units of writing this partial item.
-    pub fn write_units(&self) -> u64 {
-        serde_dynamo::to_item::<_, serde_dynamo::Item>(self)
-            .map(|item| capacity::write_units(capacity::item_size(&item)))
-            .unwrap_or(0)
+    /// Write units of writing this partial item over `stored`.
+    pub fn write_units_over(&self, stored: Option<&PartialItem>) -> u64 {
+        capacity::write_units(
+            self.item_size()
+                .max(stored.map_or(0, PartialItem::item_size)),
+        )
     }
 
     /// Read units of a strongly consistent read of this partial item.
     pub fn read_units(&self) -> u64 {
-        serde_dynamo::to_item::<_, serde_dynamo::Item>(self)
-            .map(|item| capacity::consistent_read_units(Some(capacity::item_size(&item))))
-            .unwrap_or(1)
+        capacity::consistent_read_units(Some(self.item_size()))
     }
 }
 
@@ -418,29 +501,6 @@ pub fn totals_from_partials(
             }
         })
         .collect()
-}
-
-/// The counters of each day whose totals a batch of changes may move: those
-/// with a non-zero net delta over the batch.
-pub fn touched_counters(changes: &[StateChange]) -> BTreeMap<Date, BTreeSet<String>> {
-    let mut net: BTreeMap<(&Date, &str), Delta> = BTreeMap::new();
-    for change in changes {
-        for (name, delta) in change.deltas() {
-            let total = net.entry((&change.date, name)).or_default();
-            total.sum += delta.sum;
-            total.contributors += delta.contributors;
-        }
-    }
-    let mut touched: BTreeMap<Date, BTreeSet<String>> = BTreeMap::new();
-    for ((date, name), delta) in net {
-        if !delta.is_zero() {
-            touched
-                .entry(date.clone())
-                .or_default()
-                .insert(name.to_owned());
-        }
-    }
-    touched
 }
 
 #[cfg(test)]
@@ -579,23 +639,53 @@ mod tests {
             ),
         ];
         let mut partial = PartialItem::empty(&date, 3);
-        assert!(partial.fold(&changes));
+        let fold = partial.fold(&changes);
+        // a came and went within the bucket: only b changed.
+        assert_eq!(fold.changed, ["b".to_owned()].into());
         assert_eq!(partial.version, 1);
         assert_eq!(partial.sums, [("b".to_owned(), Exact(2))].into());
         assert_eq!(partial.contributors, [("b".to_owned(), 1)].into());
         assert_eq!(partial.applied_through, seq(11));
-        // The whole batch again, or its second half: nothing changes.
+        // The whole batch again, or its second half: nothing changes, and the
+        // skipped changes name every counter they touch.
         let before = partial.clone();
-        assert!(!partial.fold(&changes));
-        assert!(!partial.fold(&changes[1..]));
+        let again = partial.fold(&changes);
+        assert!(again.changed.is_empty());
+        assert_eq!(again.already_applied, 2);
+        assert_eq!(
+            again.already_applied_counters,
+            ["a".to_owned(), "b".to_owned()].into()
+        );
+        assert_eq!(partial.fold(&changes[1..]).already_applied, 1);
         assert_eq!(partial, before);
+    }
+
+    #[test]
+    fn a_change_that_moves_no_counter_changes_no_version() {
+        let date = Date::parse("2015-11-16").unwrap();
+        let mut partial = PartialItem::empty(&date, 3);
+        let _ = partial.fold(&[change(
+            1,
+            "i-1",
+            None,
+            Some(fixtures::live(&[("a", 5)], "e1")),
+        )]);
+        let same = change(
+            2,
+            "i-1",
+            Some(fixtures::live(&[("a", 5)], "e1")),
+            Some(fixtures::live(&[("a", 5)], "e2")),
+        );
+        let fold = partial.fold(&[same]);
+        assert!(fold.changed.is_empty());
+        assert_eq!(partial.version, 1);
     }
 
     #[test]
     fn totals_sum_the_partials_and_report_removed_counters() {
         let date = Date::parse("2015-11-16").unwrap();
         let mut p0 = PartialItem::empty(&date, 0);
-        p0.fold(&[change(
+        let _ = p0.fold(&[change(
             1,
             "i-1",
             None,
@@ -605,7 +695,7 @@ mod tests {
             )),
         )]);
         let mut p5 = PartialItem::empty(&date, 5);
-        p5.fold(&[change(
+        let _ = p5.fold(&[change(
             2,
             "i-2",
             None,
@@ -643,44 +733,6 @@ mod tests {
     }
 
     #[test]
-    fn touched_counters_net_out_over_the_batch() {
-        let changes = [
-            change(
-                1,
-                "i-1",
-                None,
-                Some(fixtures::live(&[("a", 5), ("b", 1)], "e1")),
-            ),
-            change(
-                2,
-                "i-1",
-                Some(fixtures::live(&[("a", 5), ("b", 1)], "e1")),
-                Some(fixtures::live(&[("a", 5), ("b", 2)], "e2")),
-            ),
-            change(
-                3,
-                "i-2",
-                Some(fixtures::live(&[("c", 4)], "e1")),
-                Some(fixtures::live(&[("c", 4)], "e9")),
-            ),
-        ];
-        let touched = touched_counters(&changes);
-        let date = Date::parse("2015-11-16").unwrap();
-        assert_eq!(touched[&date], ["a".to_owned(), "b".to_owned()].into());
-        // An insert then its removal within the batch nets to nothing.
-        let undone = [
-            change(1, "i-3", None, Some(fixtures::live(&[("z", 5)], "e1"))),
-            change(
-                2,
-                "i-3",
-                Some(fixtures::live(&[("z", 5)], "e1")),
-                Some(Content::Deleted),
-            ),
-        ];
-        assert!(touched_counters(&undone).is_empty());
-    }
-
-    #[test]
     fn totals_are_stored_with_a_numeric_value_and_read_back() {
         let total = TotalItem {
             counter: "bids-won".into(),
@@ -695,8 +747,15 @@ mod tests {
             Some(&serde_dynamo::AttributeValue::N("191122".into()))
         );
         assert_eq!(TotalItem::from_item(item).unwrap(), total);
-        // About 200 bytes: one unit in the table and one in the index.
-        assert_eq!(total.write_units(), 2);
+        // About 200 bytes: one unit in the table and one in the index, and
+        // no index write when only the basis changes.
+        assert_eq!(total.write_units_over(None), 2);
+        let moved_basis = TotalItem {
+            basis: Basis(vec![2; 64]),
+            ..total.clone()
+        };
+        assert_eq!(moved_basis.write_units_over(Some(&total)), 1);
+        assert_eq!(TotalItem::failed_write_units(Some(&total)), 1);
     }
 
     #[test]

@@ -59,7 +59,8 @@ pub fn partition_key(key: &UploadKey) -> String {
     bucket_key(&key.date, bucket_of(&key.instance))
 }
 
-fn bucket_key(date: &Date, bucket: u64) -> String {
+/// The hash key of one bucket of one day: `<date>#NN`.
+pub fn bucket_key(date: &Date, bucket: u64) -> String {
     format!("{date}#{bucket:02}")
 }
 

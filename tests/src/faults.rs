@@ -234,6 +234,8 @@ impl<T: TotalsStore> TotalsStore for CrashingTotals<T> {
 pub enum PauseBefore {
     TotalsOf,
     PutTotal,
+    /// Writing the partial item of this bucket.
+    PutPartial(u64),
 }
 
 /// The aggregate stage's tables with one call held back: before the first
@@ -277,6 +279,7 @@ impl<T: TotalsStore> TotalsStore for Paused<T> {
         item: &PartialItem,
         read_version: u64,
     ) -> Result<PutOutcome, StoreError> {
+        self.maybe_pause(PauseBefore::PutPartial(item.bucket)).await;
         self.inner.put_partial(item, read_version).await
     }
 

@@ -120,8 +120,20 @@ async fn the_same_batch_three_times_whole_bisected_and_resumed_keeps_totals_exac
         ])
     );
 
+    // The first attempt dies after six table operations, its last write
+    // landed but unanswered; Lambda delivers the batch again, whole.
+    let crashing = Aggregator::new(tally_tests::faults::CrashingTotals::new(
+        world.aggregator.store().clone(),
+        6,
+        true,
+    ));
+    let (response, _) = crashing.handle(&lambda_event(&records)).await;
+    assert!(
+        !response.batch_item_failures.is_empty(),
+        "the crash is reported"
+    );
     assert_eq!(deliver(&world, &records).await, None);
-    assert_eq!(world.totals(DATE).await, expected, "delivered once");
+    assert_eq!(world.totals(DATE).await, expected, "delivered again whole");
 
     // Lambda bisects the batch and delivers both halves again.
     let (first, second) = records.split_at(records.len() / 2);
@@ -210,21 +222,36 @@ async fn removed_counters_and_deleted_instances_leave_no_stale_total() {
 }
 
 #[tokio::test]
-async fn an_undecodable_record_is_reported_not_dropped_and_the_rest_applied() {
+async fn an_undecodable_record_stops_the_batch_there_and_is_reported() {
     let mut world = PipelineWorld::new(false).await;
-    upload_all(&world, &[("i-1", "a 1"), ("i-2", "a 2")]).await;
+    upload_all(&world, &[("i-1", "a 1"), ("i-2", "a 2"), ("i-1", "a 3")]).await;
     let mut records = world.stream.read_new().await;
-    records[0]["dynamodb"]["NewImage"]["Counters"] = serde_json::json!({"S": "not a map"});
-    let bad_sequence = records[0]["dynamodb"]["SequenceNumber"].clone();
+    records[1]["dynamodb"]["NewImage"]["Counters"] = serde_json::json!({"S": "not a map"});
+    let bad_sequence = records[1]["dynamodb"]["SequenceNumber"].clone();
     let (response, report) = world.aggregator.handle(&lambda_event(&records)).await;
     assert_eq!(
         response.batch_item_failures[0].item_identifier.as_deref(),
         bad_sequence.as_str()
     );
     assert_eq!(report.failed, 1);
+    // Only the record before it was applied; i-1's later change was not.
     assert_eq!(
         world.totals(DATE).await,
-        BTreeMap::from([("a".to_owned(), 2)])
+        BTreeMap::from([("a".to_owned(), 1)])
+    );
+
+    // Lambda redelivers from the bad record; once it decodes (a fixed
+    // deployment), the rest follows.
+    let fresh = {
+        let mut again = PipelineWorld::new(false).await;
+        upload_all(&again, &[("i-2", "a 2")]).await;
+        again.stream.read_new().await.remove(0)
+    };
+    records[1]["dynamodb"]["NewImage"] = fresh["dynamodb"]["NewImage"].clone();
+    assert_eq!(deliver(&world, &records[1..]).await, None);
+    assert_eq!(
+        world.totals(DATE).await,
+        BTreeMap::from([("a".to_owned(), 5)])
     );
 }
 
@@ -377,4 +404,76 @@ async fn an_invocation_overtaken_by_a_stale_one_recomputes_and_wins() {
         world.totals(DATE).await,
         BTreeMap::from([("a".to_owned(), 12)])
     );
+}
+
+#[tokio::test]
+async fn changes_that_cancel_across_buckets_still_correct_a_total_read_between_them() {
+    // x (one bucket) goes e 1 → 2 and y (another bucket) e 5 → 4 in one
+    // batch: the net change of e is zero. Between the batch's two partial
+    // writes, an invocation on another shard folds z's e 10 and writes
+    // e = 17 from partials with x's change but not y's. The batch must
+    // still recompute e (16), though its own net change is zero.
+    use tally_tests::faults::{PauseBefore, Paused};
+    let mut world = PipelineWorld::new(false).await;
+    let (x, y, z) = ("i-1", "i-2", "web 1");
+    let bucket = tally_core::state::bucket_of;
+    assert!(bucket(x) != bucket(y) && bucket(y) != bucket(z) && bucket(x) != bucket(z));
+    upload_all(&world, &[(x, "e 1"), (y, "e 5")]).await;
+    let first = world.stream.read_new().await;
+    deliver(&world, &first).await;
+    assert_eq!(
+        world.totals(DATE).await,
+        BTreeMap::from([("e".to_owned(), 6)])
+    );
+
+    upload_all(&world, &[(x, "e 2"), (y, "e 4"), (z, "e 10")]).await;
+    let records = world.stream.read_new().await;
+    let of = |instances: &[&str]| -> Vec<Value> {
+        records
+            .iter()
+            .filter(|r| {
+                instances
+                    .iter()
+                    .any(|i| r["dynamodb"]["Keys"]["Instance"]["S"] == *i)
+            })
+            .cloned()
+            .collect()
+    };
+    let (ours, theirs) = (of(&[x, y]), of(&[z]));
+    let paused = Paused::new(
+        world.aggregator.store().clone(),
+        PauseBefore::PutPartial(bucket(y)),
+    );
+    let aggregator = Aggregator::new(paused.clone());
+    let event = lambda_event(&ours);
+    let run = tokio::spawn(async move { aggregator.handle(&event).await });
+    paused.reached.notified().await;
+    // Let x's partial land before the other shard reads (x's fold is not paused).
+    let x_part = tally_core::aggregate::partial_key(&date(), bucket(x));
+    for _ in 0..100 {
+        let stored = world
+            .aggregator
+            .store()
+            .partial(&date(), bucket(x))
+            .await
+            .unwrap();
+        if stored.is_some_and(|p| p.version >= 2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(deliver(&world, &theirs).await, None, "{x_part}");
+    assert_eq!(
+        world.totals(DATE).await,
+        BTreeMap::from([("e".to_owned(), 17)]),
+        "read between the writes"
+    );
+    paused.resume.notify_one();
+    let (response, _) = run.await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(
+        world.totals(DATE).await,
+        BTreeMap::from([("e".to_owned(), 16)])
+    );
+    assert_eq!(world.totals(DATE).await, world.batch_totals(DATE).await);
 }

@@ -4,7 +4,7 @@
 //! computes from the objects in the bucket, and `reconcile` (a second oracle,
 //! recomputing from the state table) finds no drift.
 //!
-//! Each case runs a random script of uploads over four instances and two
+//! Each case runs a random script of uploads over six instances and two
 //! dates (overwrites, counters that disappear from a body, deletes, rejected
 //! bodies followed by a good one), ingests every upload, reads the state
 //! table's stream, and delivers it to the aggregate handler the ways Lambda
@@ -17,9 +17,10 @@
 //! - **whole redelivery**: a batch delivered twice;
 //! - **bisection**: a batch delivered as two halves;
 //! - **resumption**: after a reported failure, from the failed record on;
-//! - **crashes**: an invocation that dies after a random number of table
-//!   operations, its last write lost or landed with the response lost, and
-//!   the batch delivered again.
+//! - **crashes**: an invocation whose table calls fail after a random number
+//!   of operations, its last write lost or landed with the response lost;
+//!   then either Lambda resumes from the record it reported, or (the process
+//!   died) delivers the whole batch again.
 
 use std::collections::BTreeMap;
 
@@ -32,7 +33,7 @@ use tally_tests::faults::CrashingTotals;
 use tally_tests::streams::lambda_event;
 use tally_tests::world::PipelineWorld;
 
-const INSTANCES: usize = 4;
+const INSTANCES: usize = 6;
 const DATES: [&str; 2] = ["2015-11-16", "2015-11-17"];
 
 /// Bodies a script can upload. Counters come and go between them; the last
@@ -73,7 +74,13 @@ enum Delivery {
     Once,
     Twice,
     Bisected,
-    Crash { after_ops: i64, write_lands: bool },
+    Crash {
+        after_ops: i64,
+        write_lands: bool,
+        /// Lambda resumes from the reported record (a handled failure) rather
+        /// than delivering the whole batch again (a crash of the process).
+        resume_from_reported: bool,
+    },
     AlongsideAnotherShard,
 }
 
@@ -82,7 +89,7 @@ fn delivery() -> impl Strategy<Value = (usize, usize, Delivery)> {
         4 => Just(Delivery::Once),
         1 => Just(Delivery::Twice),
         1 => Just(Delivery::Bisected),
-        1 => (0..12i64, any::<bool>()).prop_map(|(after_ops, write_lands)| Delivery::Crash { after_ops, write_lands }),
+        1 => (0..12i64, any::<bool>(), any::<bool>()).prop_map(|(after_ops, write_lands, resume_from_reported)| Delivery::Crash { after_ops, write_lands, resume_from_reported }),
         1 => Just(Delivery::AlongsideAnotherShard),
     ];
     (any::<usize>(), 1..=8usize, mode)
@@ -219,17 +226,22 @@ async fn run_case(
             Delivery::Crash {
                 after_ops,
                 write_lands,
+                resume_from_reported,
             } => {
                 let crashing =
                     Aggregator::new(CrashingTotals::new(store.clone(), after_ops, write_lands));
-                let end = (from + size).min(records.len());
-                let (response, _) = crashing.handle(&lambda_event(&records[from..end])).await;
-                // A crash fails the invocation; Lambda delivers the batch again.
-                // An invocation that finished within its budget counts as delivered.
-                if response.batch_item_failures.is_empty() {
-                    end
+                if resume_from_reported {
+                    deliver(&crashing, records, from, size).await
                 } else {
-                    from
+                    // The process died: Lambda delivers the whole batch again,
+                    // unless the invocation had finished within its budget.
+                    let end = (from + size).min(records.len());
+                    let (response, _) = crashing.handle(&lambda_event(&records[from..end])).await;
+                    if response.batch_item_failures.is_empty() {
+                        end
+                    } else {
+                        from
+                    }
                 }
             }
             Delivery::AlongsideAnotherShard => {
