@@ -361,7 +361,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         totals.get(&Fleet::counter_name(1)).copied().unwrap_or(0),
     );
     println!(
-        "  (the aggregate stage, still to come, keeps these totals up to date; this is its batch oracle)"
+        "  (on AWS the aggregate stage keeps these totals in the totals table; on one machine it joins with `tally run`)"
     );
     if let Some(sample) = states
         .iter()
