@@ -1,16 +1,16 @@
 //! Crashes between store operations, for tests of what survives them.
 //!
 //! [`crashing`] wraps a state store and an object store around one shared
-//! budget of operations. Once the budget is spent every operation fails, as
+//! budget of operations; [`Crashing::new`] wraps one store (the aggregate
+//! stage's tables) around its own. Once the budget is spent every operation fails, as
 //! if the invocation died there. A write that would spend past the budget
 //! either is lost or lands with its response lost (a timeout after the write
 //! landed), as the test chooses. [`LostResponse`] makes every write twice,
 //! as the SDK does when a response is lost after the write landed.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-
-use std::collections::{BTreeMap, BTreeSet};
 
 use tally_core::aggregate::{Basis, PartialItem, TotalItem};
 use tally_core::key::{Date, UploadKey};
@@ -55,6 +55,15 @@ fn crash() -> StoreError {
 }
 
 impl<T> Crashing<T> {
+    /// One store with its own budget of `operations` successful calls.
+    pub fn new(inner: T, operations: i64, write_lands: bool) -> Crashing<T> {
+        Crashing {
+            inner,
+            budget: Arc::new(AtomicI64::new(operations)),
+            write_lands,
+        }
+    }
+
     fn spend(&self) -> bool {
         self.budget.fetch_sub(1, Ordering::SeqCst) > 0
     }
@@ -111,63 +120,7 @@ impl<T: ObjectStore> ObjectStore for Crashing<T> {
     }
 }
 
-/// A state store whose writes land but whose responses are lost once: every
-/// `put` is made twice, as the SDK retries a request that timed out after it
-/// landed, and reports what the second attempt saw.
-#[derive(Clone)]
-pub struct LostResponse<T> {
-    inner: T,
-}
-
-impl<T> LostResponse<T> {
-    pub fn new(inner: T) -> LostResponse<T> {
-        LostResponse { inner }
-    }
-}
-
-impl<T: StateStore> StateStore for LostResponse<T> {
-    async fn get(&self, key: &UploadKey) -> Result<Option<InstanceState>, StoreError> {
-        self.inner.get(key).await
-    }
-
-    async fn day(&self, date: &Date) -> Result<Vec<InstanceState>, StoreError> {
-        self.inner.day(date).await
-    }
-
-    async fn put(
-        &self,
-        state: &InstanceState,
-        precondition: &Precondition,
-    ) -> Result<PutOutcome, StoreError> {
-        self.inner.put(state, precondition).await?;
-        self.inner.put(state, precondition).await
-    }
-}
-
-/// The aggregate stage's tables, crashing once the shared budget is spent;
-/// a total or partial write past the budget may land with its response lost.
-#[derive(Clone)]
-pub struct CrashingTotals<T> {
-    inner: T,
-    budget: Arc<AtomicI64>,
-    write_lands: bool,
-}
-
-impl<T> CrashingTotals<T> {
-    pub fn new(inner: T, operations: i64, write_lands: bool) -> CrashingTotals<T> {
-        CrashingTotals {
-            inner,
-            budget: Arc::new(AtomicI64::new(operations)),
-            write_lands,
-        }
-    }
-
-    fn spend(&self) -> bool {
-        self.budget.fetch_sub(1, Ordering::SeqCst) > 0
-    }
-}
-
-impl<T: TotalsStore> TotalsStore for CrashingTotals<T> {
+impl<T: TotalsStore> TotalsStore for Crashing<T> {
     async fn partial(&self, date: &Date, bucket: u64) -> Result<Option<PartialItem>, StoreError> {
         if !self.spend() {
             return Err(crash());
@@ -226,6 +179,39 @@ impl<T: TotalsStore> TotalsStore for CrashingTotals<T> {
             return Err(crash());
         }
         self.inner.totals(date).await
+    }
+}
+
+/// A state store whose writes land but whose responses are lost once: every
+/// `put` is made twice, as the SDK retries a request that timed out after it
+/// landed, and reports what the second attempt saw.
+#[derive(Clone)]
+pub struct LostResponse<T> {
+    inner: T,
+}
+
+impl<T> LostResponse<T> {
+    pub fn new(inner: T) -> LostResponse<T> {
+        LostResponse { inner }
+    }
+}
+
+impl<T: StateStore> StateStore for LostResponse<T> {
+    async fn get(&self, key: &UploadKey) -> Result<Option<InstanceState>, StoreError> {
+        self.inner.get(key).await
+    }
+
+    async fn day(&self, date: &Date) -> Result<Vec<InstanceState>, StoreError> {
+        self.inner.day(date).await
+    }
+
+    async fn put(
+        &self,
+        state: &InstanceState,
+        precondition: &Precondition,
+    ) -> Result<PutOutcome, StoreError> {
+        self.inner.put(state, precondition).await?;
+        self.inner.put(state, precondition).await
     }
 }
 

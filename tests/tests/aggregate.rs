@@ -122,7 +122,7 @@ async fn the_same_batch_three_times_whole_bisected_and_resumed_keeps_totals_exac
 
     // The first attempt dies after six table operations, its last write
     // landed but unanswered; Lambda delivers the batch again, whole.
-    let crashing = Aggregator::new(tally_tests::faults::CrashingTotals::new(
+    let crashing = Aggregator::new(tally_tests::faults::Crashing::new(
         world.aggregator.store().clone(),
         6,
         true,

@@ -29,7 +29,7 @@ use serde_json::Value;
 use tally_aggregate::Aggregator;
 use tally_aggregate::reconcile::reconcile;
 use tally_core::key::Date;
-use tally_tests::faults::CrashingTotals;
+use tally_tests::faults::Crashing;
 use tally_tests::streams::lambda_event;
 use tally_tests::world::PipelineWorld;
 
@@ -229,7 +229,7 @@ async fn run_case(
                 resume_from_reported,
             } => {
                 let crashing =
-                    Aggregator::new(CrashingTotals::new(store.clone(), after_ops, write_lands));
+                    Aggregator::new(Crashing::new(store.clone(), after_ops, write_lands));
                 if resume_from_reported {
                     deliver(&crashing, records, from, size).await
                 } else {

@@ -443,6 +443,19 @@ async fn a_b_a_with_b_undelivered() -> (IngestWorld, tally_tests::world::Uploade
     (world, b)
 }
 
+/// Delivers B's event: it writes B, and its check finds A in the bucket and
+/// corrects the state back to A.
+async fn deliver_b_and_expect_a_restored(world: &IngestWorld, b: &tally_tests::world::Uploaded) {
+    let (_, report) = world
+        .ingestor
+        .handle(&world.created_event(b))
+        .await
+        .unwrap();
+    assert_eq!((report.written, report.corrected), (1, 1), "{report:?}");
+    let state = world.state("2015-11-16", "i-1").await.unwrap();
+    assert_eq!(live_counters(&state), &counters(&[("a", 1)]));
+}
+
 #[tokio::test]
 async fn an_older_version_applied_late_is_corrected_to_what_the_bucket_holds() {
     // Uploads A, B, A on a versioned bucket. The third event finds A stored
@@ -450,15 +463,7 @@ async fn an_older_version_applied_late_is_corrected_to_what_the_bucket_holds() {
     // and writes it; the check after its write sees A in the bucket and
     // corrects the state back to A.
     let (world, b) = a_b_a_with_b_undelivered().await;
-    let (_, report) = world
-        .ingestor
-        .handle(&world.created_event(&b))
-        .await
-        .unwrap();
-    assert_eq!((report.written, report.corrected), (1, 1), "{report:?}");
-
-    let state = world.state("2015-11-16", "i-1").await.unwrap();
-    assert_eq!(live_counters(&state), &counters(&[("a", 1)]));
+    deliver_b_and_expect_a_restored(&world, &b).await;
 }
 
 #[tokio::test]
@@ -730,14 +735,7 @@ async fn a_redelivered_event_finishes_the_check_its_crashed_delivery_never_ran()
         "B landed before the crash"
     );
 
-    let (_, report) = world
-        .ingestor
-        .handle(&world.created_event(&b))
-        .await
-        .unwrap();
-    assert_eq!((report.written, report.corrected), (1, 1), "{report:?}");
-    let state = world.state("2015-11-16", "i-1").await.unwrap();
-    assert_eq!(live_counters(&state), &counters(&[("a", 1)]));
+    deliver_b_and_expect_a_restored(&world, &b).await;
 }
 
 #[tokio::test]
