@@ -10,6 +10,8 @@
 //! - [`state`]: the state table's item and its partitioning;
 //! - [`capacity`]: DynamoDB's billing rules, to report real write units;
 //! - [`ports`]: the traits the stages run over, implemented by adapters;
+//! - [`rules`]: ops' rules, their evaluation and the alert state machine;
+//! - [`snapshot`]: the day's totals as task B reads them;
 //! - [`totals`]: fleet totals as a batch job computes them.
 
 pub mod aggregate;
@@ -20,5 +22,7 @@ mod fixtures;
 pub mod key;
 pub mod ordering;
 pub mod ports;
+pub mod rules;
+pub mod snapshot;
 pub mod state;
 pub mod totals;

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use crate::aggregate::{Basis, PartialItem, TotalItem};
 use crate::key::{Date, UploadKey};
 use crate::ordering::OrderingKey;
+use crate::rules::alert::{AlertRecord, Notification};
 use crate::state::InstanceState;
 
 /// A failure of an outside system that retrying the whole unit of work may cure
@@ -172,6 +173,68 @@ pub trait TotalsStore: Send + Sync {
         &self,
         date: &Date,
     ) -> impl Future<Output = Result<Vec<TotalItem>, StoreError>> + Send;
+}
+
+/// Writing and listing objects: the rules stage's snapshots, and rules
+/// files kept in a bucket.
+pub trait ObjectWriter: Send + Sync {
+    /// Writes an object whole (one PUT, so readers see the old or the new
+    /// body, never a mix).
+    fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every object under a prefix, with its ETag (without quotes).
+    fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>> + Send;
+}
+
+/// The alert-state table: one record per alert per date, and per date a
+/// *mark*, the newest totals generation an evaluation has claimed.
+///
+/// The mark is what keeps a slow evaluation of older totals from deciding
+/// anything: every record write is conditional on the mark still being the
+/// writer's generation, atomically with the record's own version check.
+pub trait AlertStore: Send + Sync {
+    /// Strongly consistent reads of every alert record of a day.
+    fn alerts(
+        &self,
+        date: &Date,
+    ) -> impl Future<Output = Result<Vec<AlertRecord>, StoreError>> + Send;
+
+    /// A strongly consistent read of the day's mark (0 when there is none).
+    fn mark(&self, date: &Date) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Raises the day's mark to `generation`, unless it is already above.
+    fn claim(
+        &self,
+        date: &Date,
+        generation: u64,
+    ) -> impl Future<Output = Result<PutOutcome, StoreError>> + Send;
+
+    /// Writes a record if the stored one is at `read_version` (absent, for
+    /// 0) and, when `mark` is given, the day's mark is still that, atomically.
+    fn put_alert(
+        &self,
+        record: &AlertRecord,
+        read_version: u64,
+        mark: Option<u64>,
+    ) -> impl Future<Output = Result<PutOutcome, StoreError>> + Send;
+}
+
+/// Where alert messages go: the alert topic, or stdout on one machine.
+pub trait Notifier: Send + Sync {
+    fn publish(
+        &self,
+        notification: &Notification,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// An ETag without the quotes GetObject puts around it, as S3 events carry it,

@@ -1,0 +1,845 @@
+//! Alerts: evaluating rules on a day's totals, the state machine of each
+//! alert, and the message on-call receives.
+//!
+//! An alert is one rule on one date, and for a limit over a glob, one
+//! counter: its identity is `(date, rule[#counter])`. Its record holds where
+//! it stands (pending, firing, resolved), how many consecutive evaluations
+//! held, when it started, when a message was last sent, and the
+//! *generation* of the totals it was last evaluated on. Generations only
+//! grow (they are the sum of the day's partial-item versions), so an
+//! evaluation on a generation the record has already seen (a redelivered
+//! batch) changes nothing, and `for:` counts each change of the totals once.
+//!
+//! A transition that must be sent is written into the record's outbox in the
+//! same conditional write that changes its state; the message is published
+//! after, and the outbox cleared. See the rules stage for how the outbox is
+//! delivered when a process dies in between.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::expr::Totals;
+use super::load::{Condition, Rule, RuleSet, Target};
+use super::spec::Severity;
+use crate::key::Date;
+
+/// One alert's outcome at one evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    /// The rule's index in its [`RuleSet`].
+    pub rule: usize,
+    /// For a limit, the counter checked.
+    pub counter: Option<String>,
+    /// What was found, or why the rule could not be evaluated.
+    pub result: Result<Finding, String>,
+}
+
+/// What an evaluation found.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Finding {
+    pub holds: bool,
+    /// For a limit: the counter's total, when it has one.
+    pub value: Option<i128>,
+    /// The totals an expression read.
+    pub values: BTreeMap<String, i128>,
+}
+
+impl Check {
+    /// The alert's identity within its date: `rule` or `rule#counter`
+    /// (rule names cannot contain `#`; counter names can, and are kept whole).
+    pub fn alert_key(&self, rules: &RuleSet) -> String {
+        alert_key(&rules.rules()[self.rule].name, self.counter.as_deref())
+    }
+}
+
+pub fn alert_key(rule: &str, counter: Option<&str>) -> String {
+    match counter {
+        Some(counter) => format!("{rule}#{counter}"),
+        None => rule.to_owned(),
+    }
+}
+
+/// Evaluates the rules that a change of `changed` can affect.
+pub fn evaluate(rules: &RuleSet, totals: &dyn Totals, changed: &BTreeSet<String>) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for (index, rule) in rules.rules().iter().enumerate() {
+        match &rule.condition {
+            Condition::Limit { target, min, max } => {
+                let counters: Vec<&String> = match target {
+                    Target::Exact(name) => changed.get(name).into_iter().collect(),
+                    Target::Glob { matcher, .. } => changed
+                        .iter()
+                        .filter(|c| matcher.is_match(c.as_str()))
+                        .collect(),
+                };
+                for counter in counters {
+                    let value = totals.get(counter);
+                    let holds = value.is_some_and(|v| {
+                        min.is_some_and(|min| v < i128::from(min))
+                            || max.is_some_and(|max| v > i128::from(max))
+                    });
+                    checks.push(Check {
+                        rule: index,
+                        counter: Some(counter.clone()),
+                        result: Ok(Finding {
+                            holds,
+                            value,
+                            values: BTreeMap::new(),
+                        }),
+                    });
+                }
+            }
+            Condition::Expr(expression) => {
+                if changed.iter().any(|c| expression.depends_on(c)) {
+                    checks.push(Check {
+                        rule: index,
+                        counter: None,
+                        result: expression.evaluate(totals).map(|outcome| Finding {
+                            holds: outcome.holds,
+                            value: None,
+                            values: outcome.values,
+                        }),
+                    });
+                }
+            }
+        }
+    }
+    checks
+}
+
+/// Where an alert stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Held, but not yet on `for:` consecutive evaluations.
+    Pending,
+    Firing,
+    /// Not holding (after firing or pending).
+    Resolved,
+}
+
+/// The state a message announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Firing,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
+/// A limit's bounds, as sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Threshold {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<i64>,
+}
+
+/// The message of one transition: the JSON body on-call and their tools get.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// `<date>/<rule>[#<counter>]`: stable for the alert across transitions.
+    pub alert: String,
+    /// Counts this alert's messages from 1, so that `alert` + `transition`
+    /// identifies a message and a subscriber can drop a repeat delivery.
+    pub transition: u64,
+    pub rule: String,
+    pub state: AlertState,
+    /// A reminder that the alert is still firing (`repeat:`).
+    #[serde(default)]
+    pub reminder: bool,
+    pub severity: Severity,
+    pub date: Date,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter: Option<String>,
+    /// The limit's counter total, or the totals the expression read.
+    pub counters: BTreeMap<String, i128>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<i128>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<Threshold>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expr: Option<String>,
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// When the condition started holding (for a resolution, when the
+    /// alert that resolves started).
+    pub since: DateTime<Utc>,
+    pub sent_at: DateTime<Utc>,
+}
+
+/// An alert's record, as the alert-state table stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    #[serde(rename = "Date")]
+    pub date: Date,
+    /// `rule` or `rule#counter`.
+    #[serde(rename = "Alert")]
+    pub alert: String,
+    #[serde(rename = "Phase")]
+    pub phase: Phase,
+    /// Consecutive evaluations the condition held.
+    #[serde(rename = "Held")]
+    pub held: u32,
+    #[serde(rename = "Since", default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    #[serde(rename = "LastSent", default, skip_serializing_if = "Option::is_none")]
+    pub last_sent: Option<DateTime<Utc>>,
+    /// The totals' generation this record was last changed on.
+    #[serde(rename = "Generation")]
+    pub generation: u64,
+    /// Messages decided so far.
+    #[serde(rename = "Transitions")]
+    pub transitions: u64,
+    /// Bumped by every write; writes are conditional on it.
+    #[serde(rename = "Version")]
+    pub version: u64,
+    /// A message decided but not yet known to be published. Stored as its
+    /// JSON text: totals are `i128`, which DynamoDB's item mapping lacks.
+    #[serde(
+        rename = "Outbox",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "outbox_json"
+    )]
+    pub outbox: Option<Notification>,
+    /// Until when the process that wrote the outbox is publishing it.
+    #[serde(
+        rename = "ClaimedUntil",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub claimed_until: Option<DateTime<Utc>>,
+    /// When the store may forget the record (time to live, epoch seconds).
+    #[serde(rename = "Expires")]
+    pub expires: i64,
+}
+
+mod outbox_json {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Notification;
+
+    pub fn serialize<S: Serializer>(
+        outbox: &Option<Notification>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match outbox {
+            Some(note) => {
+                let text = serde_json::to_string(note).map_err(serde::ser::Error::custom)?;
+                serializer.serialize_some(&text)
+            }
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Notification>, D::Error> {
+        Option::<String>::deserialize(deserializer)?
+            .map(|text| serde_json::from_str(&text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+impl AlertRecord {
+    /// The item's size by DynamoDB's billing rules.
+    pub fn item_size(&self) -> usize {
+        serde_dynamo::to_item(self).map_or(0, |item| crate::capacity::item_size(&item))
+    }
+}
+
+/// How long alert records outlive their date.
+pub const RECORD_DAYS: i64 = 35;
+
+/// What an evaluation does to an alert.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Nothing to write: the evaluation changes nothing, or the record has
+    /// already seen this generation.
+    Unchanged,
+    /// Write this record (its outbox holds the message to send, if any).
+    Write(Box<AlertRecord>),
+}
+
+/// Moves an alert on by one evaluation.
+pub fn step(
+    rule: &Rule,
+    date: &Date,
+    check: &Check,
+    finding: &Finding,
+    record: Option<&AlertRecord>,
+    generation: u64,
+    now: DateTime<Utc>,
+) -> Step {
+    if record.is_some_and(|r| r.generation >= generation) {
+        return Step::Unchanged;
+    }
+    let key = alert_key(&rule.name, check.counter.as_deref());
+    let previous = record.map(|r| r.phase);
+    let mut next = record.cloned().unwrap_or_else(|| AlertRecord {
+        date: date.clone(),
+        alert: key.clone(),
+        phase: Phase::Resolved,
+        held: 0,
+        since: None,
+        last_sent: None,
+        generation: 0,
+        transitions: 0,
+        version: 0,
+        outbox: None,
+        claimed_until: None,
+        expires: expiry(date),
+    });
+    next.generation = generation;
+    next.version += 1;
+    let mut send: Option<(AlertState, bool)> = None;
+    if finding.holds {
+        match previous {
+            Some(Phase::Firing) => {
+                let due = rule.repeat.is_some_and(|every| {
+                    next.last_sent.is_none_or(|last| {
+                        now.signed_duration_since(last)
+                            .to_std()
+                            .is_ok_and(|d| d >= every)
+                    })
+                });
+                if !due {
+                    return Step::Unchanged;
+                }
+                send = Some((AlertState::Firing, true));
+            }
+            Some(Phase::Pending) => next.held = next.held.saturating_add(1),
+            None | Some(Phase::Resolved) => {
+                next.held = 1;
+                next.since = Some(now);
+            }
+        }
+        if next.phase != Phase::Firing {
+            if next.held >= rule.for_evaluations {
+                next.phase = Phase::Firing;
+                send = Some((AlertState::Firing, false));
+            } else {
+                next.phase = Phase::Pending;
+            }
+        }
+    } else {
+        match previous {
+            Some(Phase::Firing) => send = Some((AlertState::Resolved, false)),
+            Some(Phase::Pending) => {}
+            None | Some(Phase::Resolved) => return Step::Unchanged,
+        }
+        next.phase = Phase::Resolved;
+        next.held = 0;
+    }
+    if let Some((state, reminder)) = send {
+        next.transitions += 1;
+        next.last_sent = Some(now);
+        next.outbox = Some(notification(
+            rule, date, check, finding, &next, state, reminder, now,
+        ));
+    }
+    Step::Write(Box::new(next))
+}
+
+/// When a day's alert records (and its mark) may be forgotten:
+/// [`RECORD_DAYS`] after the day's midnight (UTC), in epoch seconds.
+pub fn expiry(date: &Date) -> i64 {
+    chrono::NaiveDate::parse_from_str(date.as_str(), "%Y-%m-%d")
+        .ok()
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .map_or(0, |midnight| midnight.and_utc().timestamp())
+        + RECORD_DAYS * 86_400
+}
+
+#[allow(clippy::too_many_arguments)]
+fn notification(
+    rule: &Rule,
+    date: &Date,
+    check: &Check,
+    finding: &Finding,
+    record: &AlertRecord,
+    state: AlertState,
+    reminder: bool,
+    now: DateTime<Utc>,
+) -> Notification {
+    let (threshold, expr) = match &rule.condition {
+        Condition::Limit { min, max, .. } => (
+            Some(Threshold {
+                min: *min,
+                max: *max,
+            }),
+            None,
+        ),
+        Condition::Expr(expression) => (None, Some(expression.source().to_owned())),
+    };
+    let counters = match (&check.counter, finding.value) {
+        (Some(counter), Some(value)) => BTreeMap::from([(counter.clone(), value)]),
+        _ => finding.values.clone(),
+    };
+    let mut labels = rule.labels.clone();
+    if let Some(counter) = &check.counter {
+        labels.insert("counter".to_owned(), counter.clone());
+    }
+    let mut note = Notification {
+        alert: format!("{date}/{}", record.alert),
+        transition: record.transitions,
+        rule: rule.name.clone(),
+        state,
+        reminder,
+        severity: rule.severity,
+        date: date.clone(),
+        counter: check.counter.clone(),
+        counters,
+        value: finding.value,
+        threshold,
+        expr,
+        summary: String::new(),
+        description: rule.description.clone(),
+        runbook: rule.runbook.clone(),
+        labels,
+        since: record.since.unwrap_or(now),
+        sent_at: now,
+    };
+    note.summary = rule.summary.render(&note.fields());
+    note
+}
+
+impl Notification {
+    /// The values a summary template can name.
+    fn fields(&self) -> BTreeMap<String, String> {
+        let mut fields = BTreeMap::new();
+        let mut set = |key: &str, value: String| {
+            fields.insert(key.to_owned(), value);
+        };
+        set("rule", self.rule.clone());
+        set("severity", self.severity.to_string());
+        set("date", self.date.to_string());
+        set("state", self.state.as_str().to_owned());
+        set("description", self.description.clone().unwrap_or_default());
+        set("runbook", self.runbook.clone().unwrap_or_default());
+        if let Some(counter) = &self.counter {
+            set("counter", counter.clone());
+        }
+        set(
+            "value",
+            self.value
+                .map_or_else(|| "absent".to_owned(), |v| v.to_string()),
+        );
+        if let Some(threshold) = &self.threshold {
+            if let Some(min) = threshold.min {
+                set("min", min.to_string());
+            }
+            if let Some(max) = threshold.max {
+                set("max", max.to_string());
+            }
+            let (breach, limit) = match (self.value, threshold.min, threshold.max) {
+                (Some(v), _, Some(max)) if v > i128::from(max) => {
+                    (format!("above the maximum {max}"), max.to_string())
+                }
+                (Some(v), Some(min), _) if v < i128::from(min) => {
+                    (format!("below the minimum {min}"), min.to_string())
+                }
+                (_, min, max) => (
+                    "back within limits".to_owned(),
+                    max.or(min).map_or_else(String::new, |l| l.to_string()),
+                ),
+            };
+            set("breach", breach);
+            set("threshold", limit);
+        }
+        if let Some(expr) = &self.expr {
+            set("expr", expr.clone());
+        }
+        set(
+            "values",
+            self.counters
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        for (key, value) in &self.labels {
+            set(&format!("labels.{key}"), value.clone());
+        }
+        fields
+    }
+
+    /// A subject line for a phone's lock screen: state first, ASCII only
+    /// (SNS requires it), under 100 characters.
+    pub fn subject(&self) -> String {
+        let state = match (self.state, self.reminder) {
+            (AlertState::Firing, false) => format!("FIRING {}", self.severity),
+            (AlertState::Firing, true) => format!("STILL FIRING {}", self.severity),
+            (AlertState::Resolved, _) => "RESOLVED".to_owned(),
+        };
+        let mut subject = format!("{state}: {}", self.rule);
+        if let Some(counter) = &self.counter {
+            let value = self
+                .value
+                .map_or_else(|| "absent".to_owned(), |v| v.to_string());
+            let _ = write!(subject, " {counter}={value}");
+            if self.state == AlertState::Firing
+                && let Some(threshold) = &self.threshold
+            {
+                match (self.value, threshold.min, threshold.max) {
+                    (Some(v), _, Some(max)) if v > i128::from(max) => {
+                        let _ = write!(subject, " > {max}");
+                    }
+                    (Some(v), Some(min), _) if v < i128::from(min) => {
+                        let _ = write!(subject, " < {min}");
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let _ = write!(subject, " ({})", self.date);
+        ascii_subject(&subject)
+    }
+
+    /// The plain-text rendering, for email subscribers.
+    pub fn text(&self) -> String {
+        let mut text = format!("{}\n\n{}\n\n", self.subject(), self.summary);
+        let mut line = |key: &str, value: &str| {
+            let _ = writeln!(text, "{key:<12}{value}");
+        };
+        line("rule", &self.rule);
+        line("state", self.state.as_str());
+        line("severity", self.severity.as_str());
+        line("date", &self.date.to_string());
+        if let Some(counter) = &self.counter {
+            line("counter", counter);
+        }
+        if let Some(value) = self.value {
+            line("value", &value.to_string());
+        }
+        if let Some(threshold) = &self.threshold {
+            if let Some(min) = threshold.min {
+                line("min", &min.to_string());
+            }
+            if let Some(max) = threshold.max {
+                line("max", &max.to_string());
+            }
+        }
+        if let Some(expr) = &self.expr {
+            line("expr", expr);
+            for (name, value) in &self.counters {
+                line("", &format!("{name} = {value}"));
+            }
+        }
+        line("since", &self.since.to_rfc3339());
+        for (key, value) in &self.labels {
+            line(&format!("{key}:"), value);
+        }
+        if let Some(description) = &self.description {
+            let _ = writeln!(text, "\n{description}");
+        }
+        if let Some(runbook) = &self.runbook {
+            let _ = writeln!(text, "\nRunbook: {runbook}");
+        }
+        let _ = writeln!(text, "\nalert {} message {}", self.alert, self.transition);
+        text
+    }
+}
+
+/// SNS subjects are ASCII without control characters, under 100
+/// characters: anything else becomes `?`, and a long one ends in `...`.
+fn ascii_subject(subject: &str) -> String {
+    let mut out: String = subject
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if out.len() > 99 {
+        out.truncate(96);
+        out.push_str("...");
+    }
+    out
+}
+
+/// A rule that could not be evaluated on real totals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    pub rule: String,
+    pub counter: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for RuleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rule {:?}", self.rule)?;
+        if let Some(counter) = &self.counter {
+            write!(f, " on counter {counter:?}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// What one evaluation of a day decides: the records to write (those with
+/// an outbox carry a message) and the rules that failed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decisions {
+    pub writes: Vec<AlertRecord>,
+    pub errors: Vec<RuleError>,
+    /// Alerts evaluated.
+    pub checked: usize,
+}
+
+/// Evaluates the rules a change of `changed` affects on one day's totals
+/// and moves each alert on; `records` are the day's alert records by key.
+/// The rules stage and ops' rule tests both decide through this.
+#[allow(clippy::too_many_arguments)]
+pub fn decide(
+    rules: &RuleSet,
+    date: &Date,
+    totals: &dyn Totals,
+    changed: &BTreeSet<String>,
+    records: &BTreeMap<String, AlertRecord>,
+    generation: u64,
+    now: DateTime<Utc>,
+) -> Decisions {
+    let mut decisions = Decisions::default();
+    for check in evaluate(rules, totals, changed) {
+        decisions.checked += 1;
+        let rule = &rules.rules()[check.rule];
+        match &check.result {
+            Ok(finding) => {
+                let record = records.get(&check.alert_key(rules));
+                if let Step::Write(next) =
+                    step(rule, date, &check, finding, record, generation, now)
+                {
+                    decisions.writes.push(*next);
+                }
+            }
+            Err(message) => decisions.errors.push(RuleError {
+                rule: rule.name.clone(),
+                counter: check.counter.clone(),
+                message: message.clone(),
+            }),
+        }
+    }
+    decisions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(yaml: &str) -> RuleSet {
+        RuleSet::load(&[("rules.yaml", yaml)]).unwrap()
+    }
+
+    fn day(pairs: &[(&str, i128)]) -> BTreeMap<String, i128> {
+        pairs.iter().map(|(n, v)| ((*n).to_owned(), *v)).collect()
+    }
+
+    fn at(minute: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_447_632_000 + minute * 60, 0).unwrap()
+    }
+
+    /// Runs evaluations in order, keeping records as a store would, and
+    /// returns the messages each one sends.
+    fn run(rules: &RuleSet, steps: &[(i64, &[(&str, i128)])]) -> Vec<Vec<Notification>> {
+        let date = Date::parse("2015-11-16").unwrap();
+        let mut records = BTreeMap::new();
+        let mut previous = BTreeMap::new();
+        let mut sent = Vec::new();
+        for (generation, (minute, pairs)) in steps.iter().enumerate() {
+            let totals = day(pairs);
+            let changed = previous
+                .keys()
+                .chain(totals.keys())
+                .filter(|name| previous.get(*name) != totals.get(*name))
+                .cloned()
+                .collect();
+            let decisions = decide(
+                rules,
+                &date,
+                &totals,
+                &changed,
+                &records,
+                generation as u64 + 1,
+                at(*minute),
+            );
+            let mut messages = Vec::new();
+            for mut record in decisions.writes {
+                messages.extend(record.outbox.take());
+                records.insert(record.alert.clone(), record);
+            }
+            sent.push(messages);
+            previous = totals;
+        }
+        sent
+    }
+
+    const LIMIT: &str = "rules:\n  - name: counter1-max\n    counter: COUNTER1\n    max: 150000\n    severity: critical\n";
+
+    #[test]
+    fn a_limit_fires_once_stays_silent_and_resolves() {
+        let sent = run(
+            &rules(LIMIT),
+            &[
+                (0, &[("COUNTER1", 191_122)]),
+                (1, &[("COUNTER1", 191_200)]),
+                (2, &[("COUNTER1", 1000)]),
+            ],
+        );
+        assert_eq!(sent[0].len(), 1);
+        let firing = &sent[0][0];
+        assert_eq!(firing.state, AlertState::Firing);
+        assert_eq!(firing.value, Some(191_122));
+        assert_eq!(firing.alert, "2015-11-16/counter1-max#COUNTER1");
+        assert_eq!(
+            firing.subject(),
+            "FIRING critical: counter1-max COUNTER1=191122 > 150000 (2015-11-16)"
+        );
+        assert_eq!(
+            firing.summary,
+            "COUNTER1 is 191122 on 2015-11-16: above the maximum 150000"
+        );
+        assert!(sent[1].is_empty());
+        assert_eq!(sent[2][0].state, AlertState::Resolved);
+        assert_eq!(sent[2][0].since, firing.since);
+        assert_eq!(sent[2][0].transition, 2);
+    }
+
+    #[test]
+    fn the_same_generation_twice_changes_nothing() {
+        let rules = rules(LIMIT);
+        let date = Date::parse("2015-11-16").unwrap();
+        let totals = day(&[("COUNTER1", 200_000)]);
+        let changed = BTreeSet::from(["COUNTER1".to_owned()]);
+        let first = decide(&rules, &date, &totals, &changed, &BTreeMap::new(), 4, at(0));
+        let record = first.writes[0].clone();
+        let records = BTreeMap::from([(record.alert.clone(), record)]);
+        let again = decide(&rules, &date, &totals, &changed, &records, 4, at(1));
+        assert!(again.writes.is_empty());
+    }
+
+    #[test]
+    fn for_waits_for_consecutive_evaluations_and_a_break_starts_again() {
+        let rules = rules("rules:\n  - name: hot\n    match: 'cpu.*'\n    max: 10\n    for: 3\n");
+        let sent = run(
+            &rules,
+            &[
+                (0, &[("cpu.a", 11)]),
+                (1, &[("cpu.a", 12)]),
+                (2, &[("cpu.a", 5)]),
+                (3, &[("cpu.a", 13)]),
+                (4, &[("cpu.a", 14)]),
+                (5, &[("cpu.a", 15)]),
+            ],
+        );
+        let counts: Vec<usize> = sent.iter().map(Vec::len).collect();
+        assert_eq!(counts, [0, 0, 0, 0, 0, 1]);
+        assert_eq!(sent[5][0].labels["counter"], "cpu.a");
+        // Pending since the evaluation that started the run of three.
+        assert_eq!(sent[5][0].since, at(3));
+    }
+
+    #[test]
+    fn a_reminder_comes_only_after_the_repeat_interval() {
+        let rules = rules(&format!("{LIMIT}    repeat: 1h\n"));
+        let sent = run(
+            &rules,
+            &[
+                (0, &[("COUNTER1", 200_000)]),
+                (30, &[("COUNTER1", 200_001)]),
+                (61, &[("COUNTER1", 200_002)]),
+                (70, &[("COUNTER1", 200_003)]),
+            ],
+        );
+        let counts: Vec<usize> = sent.iter().map(Vec::len).collect();
+        assert_eq!(counts, [1, 0, 1, 0]);
+        assert!(sent[2][0].reminder);
+        assert!(sent[2][0].subject().starts_with("STILL FIRING critical:"));
+    }
+
+    #[test]
+    fn a_removed_counter_resolves_its_alert() {
+        let sent = run(&rules(LIMIT), &[(0, &[("COUNTER1", 200_000)]), (1, &[])]);
+        assert_eq!(sent[1][0].state, AlertState::Resolved);
+        assert_eq!(sent[1][0].value, None);
+    }
+
+    #[test]
+    fn a_failing_expression_is_reported_and_the_other_rules_still_run() {
+        let rules = rules(&format!(
+            "{LIMIT}  - name: ratio\n    expr: 'bids / won > 2'\n"
+        ));
+        let date = Date::parse("2015-11-16").unwrap();
+        let totals = day(&[("COUNTER1", 200_000), ("bids", 4), ("won", 0)]);
+        let changed = totals.keys().cloned().collect();
+        let decisions = decide(&rules, &date, &totals, &changed, &BTreeMap::new(), 1, at(0));
+        assert_eq!(decisions.errors.len(), 1);
+        assert_eq!(decisions.errors[0].rule, "ratio");
+        assert!(decisions.errors[0].to_string().contains("division"));
+        assert_eq!(decisions.writes.len(), 1);
+    }
+
+    #[test]
+    fn only_rules_a_change_can_affect_are_evaluated() {
+        let rules = rules(&format!(
+            "{LIMIT}  - name: errors\n    expr: 'sum(\"err.*\") > 3'\n"
+        ));
+        let totals = day(&[("COUNTER1", 5), ("err.a", 9)]);
+        let checks = evaluate(&rules, &totals, &BTreeSet::from(["other".to_owned()]));
+        assert!(checks.is_empty());
+        let checks = evaluate(&rules, &totals, &BTreeSet::from(["err.b".to_owned()]));
+        assert_eq!(checks.len(), 1);
+        assert!(checks[0].result.as_ref().unwrap().holds);
+    }
+
+    #[test]
+    fn subjects_are_ascii_and_short() {
+        let rules = rules("rules:\n  - name: long\n    match: '*'\n    max: 1\n");
+        let name = format!("заказы-{}", "x".repeat(200));
+        let sent = run(&rules, &[(0, &[(name.as_str(), 2)])]);
+        let subject = sent[0][0].subject();
+        assert!(subject.is_ascii() && subject.len() < 100, "{subject}");
+        assert!(subject.ends_with("..."));
+        assert!(sent[0][0].text().contains(&name));
+    }
+
+    #[test]
+    fn records_and_messages_survive_the_item_and_json_mappings() {
+        let sent = run(&rules(LIMIT), &[(0, &[("COUNTER1", 191_122)])]);
+        let note = sent[0][0].clone();
+        let json: serde_json::Value = serde_json::to_value(&note).unwrap();
+        assert_eq!(json["value"], 191_122);
+        assert_eq!(json["threshold"]["max"], 150_000);
+        assert_eq!(json["state"], "firing");
+        assert_eq!(json["severity"], "critical");
+        let rules = rules(LIMIT);
+        let date = Date::parse("2015-11-16").unwrap();
+        let totals = day(&[("COUNTER1", i128::from(i64::MAX) * 3)]);
+        let changed = BTreeSet::from(["COUNTER1".to_owned()]);
+        let record = decide(&rules, &date, &totals, &changed, &BTreeMap::new(), 1, at(0))
+            .writes
+            .remove(0);
+        let item: serde_dynamo::Item = serde_dynamo::to_item(&record).unwrap();
+        let back: AlertRecord = serde_dynamo::from_item(item).unwrap();
+        assert_eq!(back, record);
+    }
+}

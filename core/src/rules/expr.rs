@@ -1,0 +1,517 @@
+//! Boolean expressions over a day's totals, in evalexpr's language.
+//!
+//! Counters whose names are identifiers are read as variables
+//! (`COUNTER1 > 100`, `a.b`, non-ASCII names too). Any name at all, such as
+//! `bids-won` (which evalexpr would read as a subtraction), is read with
+//! `counter("bids-won")`. The functions tally adds:
+//!
+//! - `counter(NAME)`: the total; an error when the counter has none today;
+//! - `counter(NAME, DEFAULT)`: the total, or DEFAULT when it has none;
+//! - `sum(GLOB)` / `count(GLOB)`: the sum of, and number of, the totals whose
+//!   names match a glob (0 when none do);
+//! - `ratio(A, B)`: A / B as a float (evalexpr's `/` on integers truncates),
+//!   an error when B is 0.
+//!
+//! Every name an expression reads is known when it is loaded, because names
+//! and globs must be string literals; that is how the rules stage knows which
+//! rules a changed counter can affect, and whether an expression needs the
+//! day's other totals (only `sum` and `count` do).
+//!
+//! Totals are exact `i128`; one that does not fit evalexpr's `i64` is given
+//! to the expression as a float, which is exact enough to compare.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use evalexpr::{Context, EvalexprError, EvalexprResult, Node, Operator, Value};
+use globset::{Glob, GlobMatcher};
+
+/// Longest expression accepted, in bytes: a rule is a line, not a program,
+/// and evalexpr's parser recurses.
+pub const MAX_EXPRESSION_BYTES: usize = 4096;
+/// Deepest nesting of parentheses accepted, for the same reason.
+pub const MAX_NESTING: usize = 32;
+
+/// A parsed, checked expression.
+#[derive(Debug, Clone)]
+pub struct Expression {
+    source: String,
+    tree: Node,
+    /// Counters the expression reads by name.
+    counters: BTreeSet<String>,
+    /// Globs given to `sum` and `count`.
+    globs: Vec<(String, GlobMatcher)>,
+}
+
+/// What an expression found on a day's totals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub holds: bool,
+    /// The totals it read by name (those that exist), for the alert.
+    pub values: BTreeMap<String, i128>,
+}
+
+/// The day's totals as an expression sees them.
+pub trait Totals {
+    fn get(&self, counter: &str) -> Option<i128>;
+    /// Every total, for `sum` and `count`.
+    fn iter(&self) -> Box<dyn Iterator<Item = (&str, i128)> + '_>;
+}
+
+impl Totals for BTreeMap<String, i128> {
+    fn get(&self, counter: &str) -> Option<i128> {
+        BTreeMap::get(self, counter).copied()
+    }
+    fn iter(&self) -> Box<dyn Iterator<Item = (&str, i128)> + '_> {
+        Box::new(BTreeMap::iter(self).map(|(name, value)| (name.as_str(), *value)))
+    }
+}
+
+impl Expression {
+    /// Parses and checks an expression: syntax, names given as literals,
+    /// globs, no assignment, and types (it is evaluated once with every
+    /// total at 1 and must give true or false without a type error).
+    pub fn parse(source: &str) -> Result<Expression, String> {
+        if source.len() > MAX_EXPRESSION_BYTES {
+            return Err(format!(
+                "the expression is {} bytes; at most {MAX_EXPRESSION_BYTES} are accepted",
+                source.len()
+            ));
+        }
+        let mut depth = 0usize;
+        for c in source.chars() {
+            match c {
+                '(' => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Err(format!("parentheses nest deeper than {MAX_NESTING} levels"));
+                    }
+                }
+                ')' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        if source.trim().is_empty() {
+            return Err("the expression is empty".to_owned());
+        }
+        let tree =
+            evalexpr::build_operator_tree(source).map_err(|e| format!("does not parse: {e}"))?;
+        if let Some(name) = tree.iter_write_variable_identifiers().next() {
+            return Err(format!(
+                "assigns to {name:?}; an expression only reads totals (use == to compare)"
+            ));
+        }
+        let mut expression = Expression {
+            source: source.to_owned(),
+            counters: tree
+                .iter_read_variable_identifiers()
+                .map(str::to_owned)
+                .collect(),
+            tree: tree.clone(),
+            globs: Vec::new(),
+        };
+        collect_literal_arguments(&tree, &mut expression)?;
+        expression.type_check()?;
+        Ok(expression)
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The counters it reads by name.
+    pub fn counters(&self) -> &BTreeSet<String> {
+        &self.counters
+    }
+
+    /// Whether a change of `counter` can change the result.
+    pub fn depends_on(&self, counter: &str) -> bool {
+        self.counters.contains(counter) || self.globs.iter().any(|(_, g)| g.is_match(counter))
+    }
+
+    /// Whether it needs the day's other totals (it sums or counts a glob).
+    pub fn needs_all_totals(&self) -> bool {
+        !self.globs.is_empty()
+    }
+
+    /// Evaluates on a day's totals. An error (a missing counter, division
+    /// by zero, overflow) is the rule's, reported as such.
+    pub fn evaluate(&self, totals: &dyn Totals) -> Result<Outcome, String> {
+        let context = DayContext::new(self, totals);
+        let value = self
+            .tree
+            .eval_with_context(&context)
+            .map_err(|e| describe(&e))?;
+        let Value::Boolean(holds) = value else {
+            return Err(format!(
+                "gives {value} ({}), not true or false",
+                type_name(&value)
+            ));
+        };
+        let values = self
+            .counters
+            .iter()
+            .filter_map(|name| totals.get(name).map(|v| (name.clone(), v)))
+            .collect();
+        Ok(Outcome { holds, values })
+    }
+
+    fn type_check(&self) -> Result<(), String> {
+        let context = ProbeContext {
+            variables: self
+                .counters
+                .iter()
+                .map(|name| (name.clone(), Value::Int(1)))
+                .collect(),
+        };
+        match self.tree.eval_with_context(&context) {
+            Ok(Value::Boolean(_)) => Ok(()),
+            Ok(value) => Err(format!(
+                "gives {} rather than true or false; compare it, as in `... > 100`",
+                type_name(&value)
+            )),
+            // Arithmetic failures on the probe's values say nothing about
+            // real totals; real failures are reported when they happen.
+            Err(
+                EvalexprError::AdditionError { .. }
+                | EvalexprError::SubtractionError { .. }
+                | EvalexprError::NegationError { .. }
+                | EvalexprError::MultiplicationError { .. }
+                | EvalexprError::DivisionError { .. }
+                | EvalexprError::ModulationError { .. },
+            ) => Ok(()),
+            // evalexpr finds a missing operand only when evaluating.
+            Err(e @ EvalexprError::WrongOperatorArgumentAmount { .. }) => {
+                Err(format!("does not parse: {e}"))
+            }
+            Err(e) => Err(describe(&e)),
+        }
+    }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::String(_) => "a string",
+        Value::Float(_) => "a number",
+        Value::Int(_) => "a number",
+        Value::Boolean(_) => "a boolean",
+        Value::Tuple(_) => "a tuple",
+        Value::Empty => "nothing",
+    }
+}
+
+/// evalexpr's messages, with tally's wording where it has a better one.
+fn describe(error: &EvalexprError) -> String {
+    match error {
+        EvalexprError::DivisionError { dividend, divisor } => {
+            format!("division of {dividend} by {divisor} (division by zero or overflow)")
+        }
+        EvalexprError::FunctionIdentifierNotFound(name) => format!(
+            "unknown function {name:?}; tally adds counter, sum, count and ratio to evalexpr's own"
+        ),
+        EvalexprError::CustomMessage(message) => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Finds `counter`, `sum` and `count` calls, requiring literal names.
+fn collect_literal_arguments(node: &Node, expression: &mut Expression) -> Result<(), String> {
+    if let Operator::FunctionIdentifier { identifier } = node.operator() {
+        let function = identifier.as_str();
+        if matches!(function, "counter" | "sum" | "count") {
+            let literal = first_argument(node).ok_or_else(|| {
+                format!(
+                    "{function}() takes the {} as a string literal, as in {function}(\"bids-won\")",
+                    if function == "counter" {
+                        "counter's name"
+                    } else {
+                        "glob"
+                    }
+                )
+            })?;
+            if function == "counter" {
+                expression.counters.insert(literal.to_owned());
+            } else {
+                let glob = Glob::new(literal)
+                    .map_err(|e| format!("{function}({literal:?}): bad glob: {}", e.kind()))?;
+                expression
+                    .globs
+                    .push((literal.to_owned(), glob.compile_matcher()));
+            }
+        }
+    }
+    for child in node.children() {
+        collect_literal_arguments(child, expression)?;
+    }
+    Ok(())
+}
+
+/// The string literal a call's argument starts with, if it does.
+fn first_argument(call: &Node) -> Option<&str> {
+    let mut argument = call.children().first()?;
+    loop {
+        match argument.operator() {
+            Operator::RootNode | Operator::Tuple => argument = argument.children().first()?,
+            Operator::Const {
+                value: Value::String(text),
+            } => return Some(text),
+            _ => return None,
+        }
+    }
+}
+
+fn total_value(total: i128) -> Value {
+    i64::try_from(total).map_or(Value::Float(total as f64), Value::Int)
+}
+
+/// The arguments of `counter(NAME[, DEFAULT])`.
+fn counter_arguments(argument: &Value) -> EvalexprResult<(String, Option<Value>)> {
+    match argument {
+        Value::String(name) => Ok((name.clone(), None)),
+        Value::Tuple(values) => match values.as_slice() {
+            [Value::String(name), default] => Ok((name.clone(), Some(default.clone()))),
+            _ => Err(EvalexprError::CustomMessage(
+                "counter() takes a name and an optional default: counter(\"bids\", 0)".to_owned(),
+            )),
+        },
+        _ => Err(EvalexprError::CustomMessage(
+            "counter() takes the counter's name as a string".to_owned(),
+        )),
+    }
+}
+
+fn ratio(argument: &Value) -> EvalexprResult<Value> {
+    let Value::Tuple(values) = argument else {
+        return Err(EvalexprError::CustomMessage(
+            "ratio() takes two numbers: ratio(a, b)".to_owned(),
+        ));
+    };
+    let [a, b] = values.as_slice() else {
+        return Err(EvalexprError::CustomMessage(
+            "ratio() takes two numbers: ratio(a, b)".to_owned(),
+        ));
+    };
+    let (a, b) = (a.as_number()?, b.as_number()?);
+    if b == 0.0 {
+        return Err(EvalexprError::CustomMessage(
+            "ratio(): division by zero".to_owned(),
+        ));
+    }
+    Ok(Value::Float(a / b))
+}
+
+/// Evaluation over real totals.
+struct DayContext<'a> {
+    expression: &'a Expression,
+    totals: &'a dyn Totals,
+    variables: HashMap<String, Value>,
+}
+
+impl<'a> DayContext<'a> {
+    fn new(expression: &'a Expression, totals: &'a dyn Totals) -> DayContext<'a> {
+        let variables = expression
+            .counters
+            .iter()
+            .filter_map(|name| totals.get(name).map(|v| (name.clone(), total_value(v))))
+            .collect();
+        DayContext {
+            expression,
+            totals,
+            variables,
+        }
+    }
+
+    fn matching(&self, glob: &str) -> EvalexprResult<impl Iterator<Item = i128> + '_> {
+        let matcher = self
+            .expression
+            .globs
+            .iter()
+            .find(|(text, _)| text == glob)
+            .map(|(_, matcher)| matcher.clone())
+            .ok_or_else(|| {
+                EvalexprError::CustomMessage(format!("glob {glob:?} was not given as a literal"))
+            })?;
+        Ok(self
+            .totals
+            .iter()
+            .filter(move |(name, _)| matcher.is_match(name))
+            .map(|(_, value)| value))
+    }
+}
+
+impl Context for DayContext<'_> {
+    fn get_value(&self, identifier: &str) -> Option<&Value> {
+        self.variables.get(identifier)
+    }
+
+    fn call_function(&self, identifier: &str, argument: &Value) -> EvalexprResult<Value> {
+        match identifier {
+            "counter" => {
+                let (name, default) = counter_arguments(argument)?;
+                match (self.totals.get(&name), default) {
+                    (Some(total), _) => Ok(total_value(total)),
+                    (None, Some(default)) => Ok(default),
+                    (None, None) => Err(EvalexprError::CustomMessage(format!(
+                        "counter {name:?} has no total on this date; counter({name:?}, 0) gives a default"
+                    ))),
+                }
+            }
+            "sum" => {
+                let glob = argument.as_string()?;
+                let sum = self
+                    .matching(&glob)?
+                    .fold(0i128, |sum, v| sum.saturating_add(v));
+                Ok(total_value(sum))
+            }
+            "count" => {
+                let glob = argument.as_string()?;
+                let count = self.matching(&glob)?.count();
+                Ok(Value::Int(i64::try_from(count).unwrap_or(i64::MAX)))
+            }
+            "ratio" => ratio(argument),
+            other => Err(EvalexprError::FunctionIdentifierNotFound(other.to_owned())),
+        }
+    }
+
+    fn are_builtin_functions_disabled(&self) -> bool {
+        false
+    }
+
+    fn set_builtin_functions_disabled(&mut self, _disabled: bool) -> EvalexprResult<()> {
+        Err(EvalexprError::BuiltinFunctionsCannotBeDisabled)
+    }
+}
+
+/// The type check's context: every total is 1.
+struct ProbeContext {
+    variables: HashMap<String, Value>,
+}
+
+impl Context for ProbeContext {
+    fn get_value(&self, identifier: &str) -> Option<&Value> {
+        self.variables.get(identifier)
+    }
+
+    fn call_function(&self, identifier: &str, argument: &Value) -> EvalexprResult<Value> {
+        match identifier {
+            "counter" => {
+                counter_arguments(argument).map(|(_, default)| default.unwrap_or(Value::Int(1)))
+            }
+            "sum" | "count" => argument.as_string().map(|_| Value::Int(1)),
+            // The probe's values are made up: check the arguments' types
+            // without dividing by them.
+            "ratio" => ratio(argument).or_else(|e| match e {
+                EvalexprError::CustomMessage(message) if message.contains("zero") => {
+                    Ok(Value::Float(1.0))
+                }
+                other => Err(other),
+            }),
+            other => Err(EvalexprError::FunctionIdentifierNotFound(other.to_owned())),
+        }
+    }
+
+    fn are_builtin_functions_disabled(&self) -> bool {
+        false
+    }
+
+    fn set_builtin_functions_disabled(&mut self, _disabled: bool) -> EvalexprResult<()> {
+        Err(EvalexprError::BuiltinFunctionsCannotBeDisabled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(pairs: &[(&str, i128)]) -> BTreeMap<String, i128> {
+        pairs.iter().map(|(n, v)| ((*n).to_owned(), *v)).collect()
+    }
+
+    #[test]
+    fn reads_identifiers_and_quoted_names() {
+        let e = Expression::parse(r#"counter("bids-won") * 10 < bids && a.b > 0"#).unwrap();
+        assert_eq!(
+            e.counters().iter().map(String::as_str).collect::<Vec<_>>(),
+            ["a.b", "bids", "bids-won"]
+        );
+        assert!(e.depends_on("bids-won") && !e.depends_on("other"));
+        assert!(!e.needs_all_totals());
+        let outcome = e
+            .evaluate(&totals(&[("bids-won", 5), ("bids", 100), ("a.b", 1)]))
+            .unwrap();
+        assert!(outcome.holds);
+        assert_eq!(outcome.values.len(), 3);
+    }
+
+    #[test]
+    fn non_ascii_names_are_identifiers() {
+        let e = Expression::parse("заказы > 3").unwrap();
+        assert!(e.evaluate(&totals(&[("заказы", 4)])).unwrap().holds);
+    }
+
+    #[test]
+    fn sums_and_counts_globs_over_all_totals() {
+        let e = Expression::parse(r#"sum("err.*") > 10 && count("err.*") == 2"#).unwrap();
+        assert!(e.needs_all_totals() && e.depends_on("err.db") && !e.depends_on("ok"));
+        let day = totals(&[("err.db", 6), ("err.net", 5), ("ok", 100)]);
+        assert!(e.evaluate(&day).unwrap().holds);
+    }
+
+    #[test]
+    fn a_missing_counter_is_an_error_unless_defaulted() {
+        let e = Expression::parse("COUNTER9 > 1").unwrap();
+        let error = e.evaluate(&totals(&[])).unwrap_err();
+        assert!(error.contains("COUNTER9"), "{error}");
+        let e = Expression::parse(r#"counter("x-y") > 1"#).unwrap();
+        let error = e.evaluate(&totals(&[])).unwrap_err();
+        assert!(error.contains(r#"counter("x-y", 0)"#), "{error}");
+        let e = Expression::parse(r#"counter("x-y", 0) == 0"#).unwrap();
+        assert!(e.evaluate(&totals(&[])).unwrap().holds);
+    }
+
+    #[test]
+    fn division_by_zero_and_overflow_are_errors_of_the_evaluation() {
+        let e = Expression::parse("a / b > 1").unwrap();
+        let error = e.evaluate(&totals(&[("a", 1), ("b", 0)])).unwrap_err();
+        assert!(error.contains("division"), "{error}");
+        let e = Expression::parse("ratio(a, b) > 0.5").unwrap();
+        assert!(
+            e.evaluate(&totals(&[("a", 1), ("b", 0)]))
+                .unwrap_err()
+                .contains("zero")
+        );
+        assert!(e.evaluate(&totals(&[("a", 3), ("b", 4)])).unwrap().holds);
+        let e = Expression::parse("a + a > 0").unwrap();
+        assert!(e.evaluate(&totals(&[("a", i64::MAX as i128)])).is_err());
+    }
+
+    #[test]
+    fn totals_beyond_i64_are_compared_as_floats() {
+        let e = Expression::parse("a > 9000000000000000000").unwrap();
+        assert!(
+            e.evaluate(&totals(&[("a", i128::from(i64::MAX) * 4)]))
+                .unwrap()
+                .holds
+        );
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_evaluated() {
+        for (source, expected) in [
+            ("a >", "does not parse"),
+            ("a = 5", "assigns"),
+            ("a + 1", "rather than true or false"),
+            (r#"a > "x""#, ""),
+            ("nosuch(a) > 1", "unknown function"),
+            ("counter(a) > 1", "string literal"),
+            (r#"sum("[a") > 1"#, "bad glob"),
+            ("", "empty"),
+        ] {
+            let error = Expression::parse(source).unwrap_err();
+            assert!(error.contains(expected), "{source}: {error}");
+        }
+        let deep = format!("{}a{} > 1", "(".repeat(100), ")".repeat(100));
+        assert!(Expression::parse(&deep).unwrap_err().contains("nest"));
+        let long = format!("a > {}", "1".repeat(MAX_EXPRESSION_BYTES));
+        assert!(Expression::parse(&long).unwrap_err().contains("bytes"));
+    }
+}

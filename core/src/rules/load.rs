@@ -1,0 +1,992 @@
+//! Loading rules files: every problem at once, each at its file, line and
+//! column, and never a panic.
+//!
+//! YAML is read with positions kept (anchors and aliases are refused, so a
+//! "billion laughs" file cannot expand). Each rule's fields are then decoded
+//! one at a time, so one rule with three mistakes yields three problems, and
+//! each rule is checked as a whole (which fields it needs, its glob, its
+//! expression, its template, its name being unique across files).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use globset::{Glob, GlobMatcher};
+use marked_yaml::{LoaderOptions, Marker, Node, Span};
+
+use super::expr::Expression;
+use super::spec::{RULE_KEYS, RuleSpec, Severity};
+use super::template::Template;
+
+/// Largest rules file accepted.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+/// Deepest flow nesting (`[`, `{`) and widest indentation accepted: the
+/// YAML parser recurses, and no rules file needs more.
+const MAX_FLOW_DEPTH: usize = 64;
+const MAX_INDENT: usize = 256;
+
+/// Where something is in a rules file; lines and columns count from 1.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Location {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// One thing wrong with a rules file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Problem {
+    pub location: Location,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// Everything wrong with a set of rules files, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for problem in &self.0 {
+            writeln!(f, "{problem}")?;
+        }
+        write!(
+            f,
+            "{} problem{} in the rules",
+            self.0.len(),
+            if self.0.len() == 1 { "" } else { "s" }
+        )
+    }
+}
+
+/// What a rule watches.
+#[derive(Debug, Clone)]
+pub enum Condition {
+    /// A limit on one counter, or on each counter a glob matches.
+    Limit {
+        target: Target,
+        min: Option<i64>,
+        max: Option<i64>,
+    },
+    /// A boolean expression over the day's totals.
+    Expr(Expression),
+}
+
+/// The counters a limit applies to.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Exact(String),
+    Glob {
+        pattern: String,
+        matcher: GlobMatcher,
+    },
+}
+
+impl Target {
+    pub fn matches(&self, counter: &str) -> bool {
+        match self {
+            Target::Exact(name) => name == counter,
+            Target::Glob { matcher, .. } => matcher.is_match(counter),
+        }
+    }
+}
+
+/// A checked rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub description: Option<String>,
+    pub condition: Condition,
+    pub severity: Severity,
+    pub labels: BTreeMap<String, String>,
+    pub summary: Template,
+    pub summary_source: String,
+    pub runbook: Option<String>,
+    /// Consecutive evaluations the condition must hold before firing.
+    pub for_evaluations: u32,
+    pub repeat: Option<Duration>,
+    pub location: Location,
+}
+
+impl Rule {
+    /// Whether a change of `counter` can change this rule's outcome.
+    pub fn depends_on(&self, counter: &str) -> bool {
+        match &self.condition {
+            Condition::Limit { target, .. } => target.matches(counter),
+            Condition::Expr(expression) => expression.depends_on(counter),
+        }
+    }
+}
+
+/// The summary a rule gets when it names none.
+pub const DEFAULT_LIMIT_SUMMARY: &str = "{{counter}} is {{value}} on {{date}}: {{breach}}";
+pub const DEFAULT_EXPR_SUMMARY: &str = "{{expr}} is true on {{date}} ({{values}})";
+
+/// The fields a summary may name: for every rule, then by kind.
+const COMMON_FIELDS: &[&str] = &[
+    "rule",
+    "severity",
+    "date",
+    "state",
+    "description",
+    "runbook",
+];
+const LIMIT_FIELDS: &[&str] = &["counter", "value", "threshold", "breach", "min", "max"];
+const EXPR_FIELDS: &[&str] = &["expr", "values"];
+
+/// A checked set of rules, from one or more files.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    /// Loads rules files given as (name, contents), reporting every problem.
+    pub fn load<N: AsRef<str>, T: AsRef<str>>(files: &[(N, T)]) -> Result<RuleSet, Problems> {
+        let mut problems = Vec::new();
+        let mut rules: Vec<Rule> = Vec::new();
+        let mut seen: BTreeMap<String, Location> = BTreeMap::new();
+        for (source, (name, text)) in files.iter().enumerate() {
+            let file = FileLoader {
+                name: name.as_ref(),
+                source,
+            };
+            for rule in file.load(text.as_ref(), &mut problems) {
+                if let Some(first) = seen.get(&rule.name) {
+                    problems.push(Problem {
+                        location: rule.location.clone(),
+                        message: format!(
+                            "rule {:?} is already defined at {first}; rule names must be unique",
+                            rule.name
+                        ),
+                    });
+                    continue;
+                }
+                seen.insert(rule.name.clone(), rule.location.clone());
+                rules.push(rule);
+            }
+        }
+        if problems.is_empty() {
+            Ok(RuleSet { rules })
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|rule| rule.name == name)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+struct FileLoader<'a> {
+    name: &'a str,
+    source: usize,
+}
+
+impl FileLoader<'_> {
+    fn at(&self, marker: Option<&Marker>) -> Location {
+        Location {
+            file: self.name.to_owned(),
+            line: marker.map_or(1, Marker::line),
+            column: marker.map_or(1, Marker::column),
+        }
+    }
+
+    fn at_span(&self, span: &Span) -> Location {
+        self.at(span.start())
+    }
+
+    fn at_node(&self, node: &Node) -> Location {
+        self.at(start_of(node).as_ref())
+    }
+
+    fn problem(&self, problems: &mut Vec<Problem>, span: &Span, message: impl Into<String>) {
+        problems.push(Problem {
+            location: self.at_span(span),
+            message: message.into(),
+        });
+    }
+
+    fn load(&self, text: &str, problems: &mut Vec<Problem>) -> Vec<Rule> {
+        if let Err(problem) = self.guard(text) {
+            problems.push(problem);
+            return Vec::new();
+        }
+        let options = LoaderOptions::default()
+            .error_on_duplicate_keys(true)
+            .toplevel_mapping();
+        let root = match marked_yaml::parse_yaml_with_options(self.source, text, options) {
+            Ok(root) => root,
+            Err(e) => {
+                problems.push(self.load_error(&e));
+                return Vec::new();
+            }
+        };
+        let Some(root) = root.as_mapping() else {
+            self.problem(
+                problems,
+                root.span(),
+                "a rules file is a mapping with a `rules:` list",
+            );
+            return Vec::new();
+        };
+        let mut unknown = false;
+        for (key, _) in root.iter() {
+            if key.as_str() != "rules" {
+                unknown = true;
+                self.problem(
+                    problems,
+                    key.span(),
+                    format!(
+                        "unknown key {:?}; a rules file has only `rules:`",
+                        key.as_str()
+                    ),
+                );
+            }
+        }
+        let Some(list) = root.get_node("rules") else {
+            if !unknown {
+                problems.push(Problem {
+                    location: self.at_node(&Node::Mapping(root.clone())),
+                    message: "missing `rules:` (a list of rules)".to_owned(),
+                });
+            }
+            return Vec::new();
+        };
+        let items: &[Node] = match list {
+            Node::Sequence(sequence) => sequence,
+            // `rules:` with nothing after it: a file with no rules yet.
+            Node::Scalar(scalar) if scalar.as_str().is_empty() => &[],
+            other => {
+                self.problem(problems, other.span(), "`rules:` must be a list of rules");
+                return Vec::new();
+            }
+        };
+        items
+            .iter()
+            .filter_map(|item| self.rule(item, problems))
+            .collect()
+    }
+
+    /// Refuses what the YAML parser should not be given.
+    fn guard(&self, text: &str) -> Result<(), Problem> {
+        let fail = |line: usize, message: String| Problem {
+            location: Location {
+                file: self.name.to_owned(),
+                line,
+                column: 1,
+            },
+            message,
+        };
+        if text.len() > MAX_FILE_BYTES {
+            return Err(fail(
+                1,
+                format!(
+                    "the file is {} bytes; rules files are at most {MAX_FILE_BYTES}",
+                    text.len()
+                ),
+            ));
+        }
+        let mut depth = 0usize;
+        for (index, line) in text.lines().enumerate() {
+            let indent = line.len() - line.trim_start().len();
+            if indent > MAX_INDENT {
+                return Err(fail(
+                    index + 1,
+                    format!("indented more than {MAX_INDENT} columns; nest less deeply"),
+                ));
+            }
+            for c in line.chars() {
+                match c {
+                    '[' | '{' => depth += 1,
+                    ']' | '}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+                if depth > MAX_FLOW_DEPTH {
+                    return Err(fail(
+                        index + 1,
+                        format!("brackets nest deeper than {MAX_FLOW_DEPTH} levels"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn load_error(&self, error: &marked_yaml::LoadError) -> Problem {
+        use marked_yaml::LoadError::*;
+        let (marker, message) = match error {
+            TopLevelMustBeMapping(m) | TopLevelMustBeSequence(m) => (
+                Some(*m),
+                "a rules file is a mapping with a `rules:` list".to_owned(),
+            ),
+            UnexpectedAnchor(m) => (
+                Some(*m),
+                "anchors and aliases (& and *) are not allowed in rules files; write each rule out"
+                    .to_owned(),
+            ),
+            MappingKeyMustBeScalar(m) => (Some(*m), "keys must be plain names".to_owned()),
+            UnexpectedTag(m) => (Some(*m), "YAML tags (!) are not allowed".to_owned()),
+            ScanError(m, e) => (Some(*m), format!("not valid YAML: {}", e.info())),
+            DuplicateKey(inner) => (
+                inner.key.span().start().copied(),
+                format!(
+                    "key {:?} appears twice in the same mapping (first at line {})",
+                    inner.key.as_str(),
+                    inner.prev_key.span().start().map_or(0, Marker::line)
+                ),
+            ),
+        };
+        Problem {
+            location: self.at(marker.as_ref()),
+            message,
+        }
+    }
+
+    /// Decodes and checks one rule, adding its problems.
+    fn rule(&self, node: &Node, problems: &mut Vec<Problem>) -> Option<Rule> {
+        let Some(mapping) = node.as_mapping() else {
+            self.problem(
+                problems,
+                node.span(),
+                "each rule is a mapping with at least `name:`",
+            );
+            return None;
+        };
+        let before = problems.len();
+        let rule_name = mapping
+            .get_scalar("name")
+            .map(|name| name.as_str().to_owned());
+        let context = rule_name
+            .as_deref()
+            .map_or_else(String::new, |name| format!("rule {name:?}: "));
+        // Each field on its own, so every mistake is reported.
+        for (key, value) in mapping.iter() {
+            if !RULE_KEYS.contains(&key.as_str()) {
+                let hint = closest(key.as_str(), RULE_KEYS)
+                    .map_or_else(String::new, |near| format!(" (did you mean `{near}`?)"));
+                self.problem(
+                    problems,
+                    key.span(),
+                    format!(
+                        "{context}unknown key {:?}{hint}; a rule has {}",
+                        key.as_str(),
+                        RULE_KEYS.join(", ")
+                    ),
+                );
+                continue;
+            }
+            let single: marked_yaml::types::MarkedMappingNode =
+                std::iter::once((key.clone(), value.clone())).collect();
+            if let Err(e) = marked_yaml::from_node::<RuleSpec>(&Node::Mapping(single)) {
+                let marker = e.start_mark().or_else(|| value.span().start().copied());
+                problems.push(Problem {
+                    location: self.at(marker.as_ref()),
+                    message: format!("{context}{}: {}", key.as_str(), field_error(&e)),
+                });
+            }
+        }
+        if problems.len() > before {
+            return None;
+        }
+        let spec: RuleSpec = match marked_yaml::from_node(node) {
+            Ok(spec) => spec,
+            Err(e) => {
+                let marker = e.start_mark();
+                problems.push(Problem {
+                    location: self.at(marker.as_ref().or(node.span().start())),
+                    message: format!("{context}{}", field_error(&e)),
+                });
+                return None;
+            }
+        };
+        let span_of = |key: &str| -> Span {
+            mapping
+                .get_node(key)
+                .map_or(*node.span(), |value| *value.span())
+        };
+        self.check(spec, node, &span_of, problems)
+    }
+
+    fn check(
+        &self,
+        spec: RuleSpec,
+        rule_node: &Node,
+        span_of: &dyn Fn(&str) -> Span,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Rule> {
+        let before = problems.len();
+        let Some(name) = spec.name.clone() else {
+            problems.push(Problem {
+                location: self.at_node(rule_node),
+                message: "a rule needs a `name:`".to_owned(),
+            });
+            return None;
+        };
+        let context = format!("rule {name:?}: ");
+        let mut fail = |key: &str, message: String| {
+            self.problem(problems, &span_of(key), format!("{context}{message}"));
+        };
+        if !valid_rule_name(&name) {
+            fail(
+                "name",
+                "a name is 1 to 128 letters, digits, `-`, `_` or `.`, starting with a letter or digit".to_owned(),
+            );
+        }
+        let kinds = [
+            ("counter", spec.counter.is_some()),
+            ("match", spec.match_.is_some()),
+            ("expr", spec.expr.is_some()),
+        ];
+        let given: Vec<&str> = kinds
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(k, _)| *k)
+            .collect();
+        let condition = match given.as_slice() {
+            [] => {
+                fail(
+                    "name",
+                    "a rule needs `counter:` or `match:` (with `min:`/`max:`), or `expr:`"
+                        .to_owned(),
+                );
+                None
+            }
+            [_, second, ..] => {
+                fail(
+                    second,
+                    format!(
+                        "a rule has exactly one of `counter:`, `match:` and `expr:`; this one has {}",
+                        given.join(" and ")
+                    ),
+                );
+                None
+            }
+            ["expr"] => {
+                for key in ["min", "max"] {
+                    if (key == "min" && spec.min.is_some()) || (key == "max" && spec.max.is_some())
+                    {
+                        fail(
+                            key,
+                            format!(
+                                "`{key}:` belongs to a counter limit; an expression states its own comparison"
+                            ),
+                        );
+                    }
+                }
+                match Expression::parse(spec.expr.as_deref().unwrap_or_default()) {
+                    Ok(expression) => Some(Condition::Expr(expression)),
+                    Err(e) => {
+                        fail("expr", format!("expr: {e}"));
+                        None
+                    }
+                }
+            }
+            [kind] => {
+                if spec.min.is_none() && spec.max.is_none() {
+                    fail(
+                        kind,
+                        "a counter limit needs `min:`, `max:` or both".to_owned(),
+                    );
+                }
+                if let (Some(min), Some(max)) = (spec.min, spec.max)
+                    && min > max
+                {
+                    fail(
+                        "min",
+                        format!("min ({min}) is above max ({max}); the rule would always fire"),
+                    );
+                }
+                let target = if *kind == "counter" {
+                    let counter = spec.counter.clone().unwrap_or_default();
+                    if counter.is_empty()
+                        || counter.len() > 255
+                        || counter.chars().any(|c| c.is_whitespace() || c.is_control())
+                    {
+                        fail(
+                            "counter",
+                            format!(
+                                "{counter:?} cannot be a counter name: names are 1 to 255 bytes without whitespace or control characters"
+                            ),
+                        );
+                    }
+                    Some(Target::Exact(counter))
+                } else {
+                    let pattern = spec.match_.clone().unwrap_or_default();
+                    match Glob::new(&pattern) {
+                        Ok(glob) => Some(Target::Glob {
+                            matcher: glob.compile_matcher(),
+                            pattern,
+                        }),
+                        Err(e) => {
+                            fail(
+                                "match",
+                                format!("match: {pattern:?} is not a valid glob: {}", e.kind()),
+                            );
+                            None
+                        }
+                    }
+                };
+                target.map(|target| Condition::Limit {
+                    target,
+                    min: spec.min,
+                    max: spec.max,
+                })
+            }
+        };
+        let labels = spec.labels.clone().unwrap_or_default();
+        for key in labels.keys() {
+            if !valid_label_name(key) {
+                fail(
+                    "labels",
+                    format!(
+                        "label {key:?}: label names are letters, digits and `_`, starting with a letter or `_`"
+                    ),
+                );
+            } else if key == "counter" || key == "rule" {
+                fail("labels", format!("label {key:?} is set by tally itself"));
+            }
+        }
+        let for_evaluations = spec.for_.unwrap_or(1);
+        if !(1..=1000).contains(&for_evaluations) {
+            fail(
+                "for",
+                format!("for: {for_evaluations} is not between 1 and 1000 evaluations"),
+            );
+        }
+        let repeat = match spec.repeat.as_deref().map(humantime::parse_duration) {
+            None => None,
+            Some(Ok(duration)) if duration >= Duration::from_secs(60) => Some(duration),
+            Some(Ok(_)) => {
+                fail(
+                    "repeat",
+                    "repeat: the interval must be at least 1m".to_owned(),
+                );
+                None
+            }
+            Some(Err(e)) => {
+                fail(
+                    "repeat",
+                    format!("repeat: {e}; write it like 30m, 4h or 1d"),
+                );
+                None
+            }
+        };
+        let fields = summary_fields(spec.expr.is_some(), &labels, spec.min, spec.max);
+        let summary_source = spec.summary.clone().unwrap_or_else(|| {
+            if spec.expr.is_some() {
+                DEFAULT_EXPR_SUMMARY
+            } else {
+                DEFAULT_LIMIT_SUMMARY
+            }
+            .to_owned()
+        });
+        let summary = match Template::parse(&summary_source, &fields) {
+            Ok(summary) => Some(summary),
+            Err(e) => {
+                fail("summary", format!("summary: {e}"));
+                None
+            }
+        };
+        if problems.len() > before {
+            return None;
+        }
+        Some(Rule {
+            name,
+            description: spec.description,
+            condition: condition?,
+            severity: spec.severity.unwrap_or(Severity::Warning),
+            labels,
+            summary: summary?,
+            summary_source,
+            runbook: spec.runbook,
+            for_evaluations,
+            repeat,
+            location: self.at_node(rule_node),
+        })
+    }
+}
+
+/// Where a node starts as a person sees it: a mapping's first key (the
+/// parser marks a block mapping where its first `:` is).
+pub(crate) fn start_of(node: &Node) -> Option<Marker> {
+    node.as_mapping()
+        .and_then(|mapping| mapping.keys().next())
+        .and_then(|key| key.span().start().copied())
+        .or_else(|| node.span().start().copied())
+}
+
+/// The fields a rule's summary may name.
+fn summary_fields(
+    is_expression: bool,
+    labels: &BTreeMap<String, String>,
+    min: Option<i64>,
+    max: Option<i64>,
+) -> Vec<String> {
+    let mut fields: Vec<String> = COMMON_FIELDS.iter().map(|f| (*f).to_owned()).collect();
+    if is_expression {
+        fields.extend(EXPR_FIELDS.iter().map(|f| (*f).to_owned()));
+    } else {
+        fields.extend(
+            LIMIT_FIELDS
+                .iter()
+                .filter(|f| (**f != "min" || min.is_some()) && (**f != "max" || max.is_some()))
+                .map(|f| (*f).to_owned()),
+        );
+    }
+    fields.extend(labels.keys().map(|key| format!("labels.{key}")));
+    fields
+}
+
+fn field_error(error: &marked_yaml::FromNodeError) -> String {
+    match &**error {
+        marked_yaml::Error::IntegerParseFailure(e, _) => {
+            format!("expected a whole number ({e})")
+        }
+        marked_yaml::Error::NotBoolean(_) => "expected true or false".to_owned(),
+        marked_yaml::Error::FloatParseFailure(e, _) => format!("expected a number ({e})"),
+        marked_yaml::Error::UnknownFieldError(field, expected, _) => {
+            format!(
+                "unknown key {field:?}; expected one of {}",
+                expected.join(", ")
+            )
+        }
+        marked_yaml::Error::Other(message, _) => message.clone(),
+    }
+}
+
+fn valid_rule_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The known key nearest a misspelt one, when it is near enough to suggest.
+fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|candidate| (edit_distance(key, candidate), *candidate))
+        .filter(|(distance, _)| *distance <= 2)
+        .min()
+        .map(|(_, candidate)| candidate)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = (previous + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(current + 1);
+            previous = current;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        match RuleSet::load(&[("ops/limits.yaml", yaml)]) {
+            Ok(_) => Vec::new(),
+            Err(Problems(problems)) => problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// Asserts exactly one problem, at this line and column, saying this.
+    fn one(yaml: &str, line: usize, column: usize, says: &str) {
+        let found = problems(yaml);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let prefix = format!("ops/limits.yaml:{line}:{column}: ");
+        assert!(
+            found[0].starts_with(&prefix),
+            "{} does not start with {prefix}",
+            found[0]
+        );
+        assert!(
+            found[0].contains(says),
+            "{} does not say {says:?}",
+            found[0]
+        );
+    }
+
+    #[test]
+    fn a_good_file_loads_every_kind_of_rule() {
+        let yaml = r#"
+rules:
+  - name: counter1-max
+    counter: COUNTER1
+    max: 150000
+    severity: critical
+    labels: {team: payments}
+    summary: "{{counter}} = {{value}} > {{threshold}} ({{labels.team}})"
+    repeat: 4h
+  - name: errors-any
+    match: "errors.*"
+    min: 0
+    max: 10
+    for: 3
+  - name: win-rate
+    expr: 'ratio(counter("bids-won"), bids) < 0.1'
+"#;
+        let rules = RuleSet::load(&[("ops/limits.yaml", yaml)]).unwrap();
+        assert_eq!(rules.rules().len(), 3);
+        let first = &rules.rules()[0];
+        assert_eq!(first.severity, Severity::Critical);
+        assert_eq!(first.repeat, Some(Duration::from_secs(4 * 3600)));
+        assert_eq!(first.location.to_string(), "ops/limits.yaml:3:5");
+        assert!(rules.rules()[1].depends_on("errors.db"));
+        assert!(rules.rules()[2].depends_on("bids-won"));
+        assert_eq!(rules.rules()[2].severity, Severity::Warning);
+    }
+
+    #[test]
+    fn an_empty_rules_list_is_valid() {
+        assert!(
+            RuleSet::load(&[("a.yaml", "rules: []\n")])
+                .unwrap()
+                .is_empty()
+        );
+        assert!(RuleSet::load(&[("a.yaml", "rules:\n")]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_a_suggestion() {
+        one(
+            "rules:\n  - name: a\n    counter: X\n    max: 1\n    sumary: hi\n",
+            5,
+            5,
+            "unknown key \"sumary\" (did you mean `summary`?)",
+        );
+        one("rule:\n  - name: a\n", 1, 1, "unknown key \"rule\"");
+    }
+
+    #[test]
+    fn bad_globs_are_reported_at_the_pattern() {
+        one(
+            "rules:\n  - name: a\n    match: 'bids-[won'\n    max: 1\n",
+            3,
+            12,
+            "not a valid glob",
+        );
+    }
+
+    #[test]
+    fn expressions_that_do_not_parse_are_reported_at_the_expression() {
+        one(
+            "rules:\n  - name: a\n    expr: 'COUNTER1 >'\n",
+            3,
+            11,
+            "rule \"a\": expr: does not parse",
+        );
+    }
+
+    #[test]
+    fn type_errors_in_expressions_are_reported() {
+        one(
+            "rules:\n  - name: a\n    expr: 'COUNTER1 > \"lots\"'\n",
+            3,
+            11,
+            "rule \"a\": expr:",
+        );
+        one(
+            "rules:\n  - name: a\n    expr: 'COUNTER1 + 1'\n",
+            3,
+            11,
+            "rather than true or false",
+        );
+    }
+
+    #[test]
+    fn duplicate_rule_names_are_reported_at_the_second_with_the_first() {
+        let yaml = "rules:\n  - name: a\n    counter: X\n    max: 1\n";
+        let error = RuleSet::load(&[("one.yaml", yaml), ("two.yaml", yaml)]).unwrap_err();
+        assert_eq!(error.0.len(), 1);
+        assert_eq!(
+            error.0[0].to_string(),
+            "two.yaml:2:5: rule \"a\" is already defined at one.yaml:2:5; rule names must be unique"
+        );
+    }
+
+    #[test]
+    fn templates_naming_unknown_fields_are_reported() {
+        one(
+            "rules:\n  - name: a\n    counter: X\n    max: 1\n    summary: '{{countr}} high'\n",
+            5,
+            14,
+            "{{countr}} is not a field of this rule",
+        );
+        // An expression rule has no single counter or value.
+        one(
+            "rules:\n  - name: a\n    expr: 'X > 1'\n    summary: '{{value}}'\n",
+            4,
+            14,
+            "{{value}} is not a field",
+        );
+    }
+
+    #[test]
+    fn wrong_types_of_values_are_reported_at_the_value() {
+        one(
+            "rules:\n  - name: a\n    counter: X\n    max: lots\n",
+            4,
+            10,
+            "max: expected a whole number",
+        );
+        one(
+            "rules:\n  - name: a\n    counter: X\n    max: 1\n    severity: urgent\n",
+            5,
+            15,
+            "severity",
+        );
+        one(
+            "rules:\n  - name: a\n    counter: X\n    max: 1\n    for: 0\n",
+            5,
+            10,
+            "not between 1 and 1000",
+        );
+        one(
+            "rules:\n  - name: a\n    counter: X\n    max: 1\n    repeat: often\n",
+            5,
+            13,
+            "write it like 30m",
+        );
+        one(
+            "rules:\n  - name: a\n    counter: X\n    max: 1\n    labels: {team-x: y}\n",
+            5,
+            13,
+            "label \"team-x\"",
+        );
+    }
+
+    #[test]
+    fn rules_missing_what_they_need_are_reported() {
+        one(
+            "rules:\n  - counter: X\n    max: 1\n",
+            2,
+            5,
+            "needs a `name:`",
+        );
+        one(
+            "rules:\n  - name: a\n",
+            2,
+            11,
+            "needs `counter:` or `match:`",
+        );
+        one(
+            "rules:\n  - name: a\n    counter: X\n",
+            3,
+            14,
+            "needs `min:`, `max:`",
+        );
+        one(
+            "rules:\n  - name: a\n    counter: X\n    expr: 'X > 1'\n",
+            4,
+            11,
+            "exactly one of",
+        );
+        one(
+            "rules:\n  - name: a\n    counter: X\n    min: 5\n    max: 1\n",
+            4,
+            10,
+            "min (5) is above max (1)",
+        );
+        one(
+            "rules:\n  - name: a\n    expr: 'X > 1'\n    max: 1\n",
+            4,
+            10,
+            "belongs to a counter limit",
+        );
+        one(
+            "rules:\n  - name: 'a b'\n    counter: X\n    max: 1\n",
+            2,
+            11,
+            "a name is",
+        );
+        one(
+            "rules:\n  - just a string\n",
+            2,
+            5,
+            "each rule is a mapping",
+        );
+        one("rules: 5\n", 1, 8, "must be a list");
+    }
+
+    #[test]
+    fn yaml_that_does_not_parse_is_reported_where_it_breaks() {
+        one(
+            "rules:\n  - name: a\n   counter: [\n",
+            3,
+            11,
+            "not valid YAML",
+        );
+        one(
+            "rules:\n  - name: a\n    name: b\n    counter: X\n    max: 1\n",
+            3,
+            5,
+            "appears twice",
+        );
+    }
+
+    #[test]
+    fn anchors_are_refused_so_a_yaml_bomb_cannot_expand() {
+        let bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nrules: []\n";
+        one(bomb, 1, 7, "anchors and aliases");
+    }
+
+    #[test]
+    fn deep_nesting_and_huge_files_are_refused_before_parsing() {
+        let deep = format!("rules: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
+        one(&deep, 1, 1, "nest deeper");
+        let wide = format!("rules:\n{}x: 1\n", " ".repeat(300));
+        one(&wide, 2, 1, "indented more than");
+        let huge = format!("rules: []\n#{}\n", "x".repeat(MAX_FILE_BYTES));
+        one(&huge, 1, 1, "rules files are at most");
+    }
+
+    #[test]
+    fn every_problem_of_a_file_is_reported_at_once() {
+        let yaml = "rules:\n  - name: a\n    counter: X\n    max: lots\n    colour: red\n  - name: b\n    match: '[x'\n    max: 1\n  - name: c\n    expr: 'X >'\n";
+        let found = problems(yaml);
+        assert_eq!(found.len(), 4, "{found:#?}");
+        assert!(found[0].starts_with("ops/limits.yaml:4:10:"));
+        assert!(found[1].starts_with("ops/limits.yaml:5:5:"));
+        assert!(found[2].starts_with("ops/limits.yaml:7:12:"));
+        assert!(found[3].starts_with("ops/limits.yaml:10:11:"));
+    }
+}

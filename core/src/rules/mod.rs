@@ -1,0 +1,22 @@
+//! Ops' rules: the file format, loading with precise errors, expressions,
+//! templates, evaluation, alert state, and ops' own rule tests.
+//!
+//! - [`spec`]: the YAML shape and its JSON Schema;
+//! - [`load`]: files to a checked [`RuleSet`], or every problem with its
+//!   file, line and column;
+//! - [`expr`]: evalexpr expressions over a day's totals;
+//! - [`template`]: `{{field}}` summaries;
+//! - [`alert`]: which alerts a change affects, their state machine, and the
+//!   message on-call gets;
+//! - [`unit`]: `rules-config/tests/*.yaml`, "given these totals, expect these
+//!   alerts", in the spirit of `promtool test rules`.
+
+pub mod alert;
+pub mod expr;
+pub mod load;
+pub mod spec;
+pub mod template;
+pub mod unit;
+
+pub use load::{Location, Problem, Problems, Rule, RuleSet};
+pub use spec::Severity;
