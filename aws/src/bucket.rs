@@ -1,11 +1,14 @@
-//! The counters bucket on S3.
+//! Objects on S3: reading the counters the fleet uploads ([`ObjectStore`]),
+//! and writing and listing the rules stage's snapshots and rules files
+//! ([`ObjectWriter`]). One client serves any bucket a call names.
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use tally_core::ports::{
-    ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, StoreError, normalize_etag,
+    ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectWriter, StoreError, normalize_etag,
 };
 
 use crate::store_error;
@@ -134,6 +137,56 @@ impl ObjectStore for S3ObjectStore {
             })),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(s3_error(format!("S3 HeadObject s3://{bucket}/{key}"), e)),
+        }
+    }
+}
+
+impl ObjectWriter for S3ObjectStore {
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| s3_error(format!("S3 PutObject s3://{bucket}/{key}"), e))
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut objects = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| s3_error(format!("S3 ListObjectsV2 s3://{bucket}/{prefix}"), e))?;
+            objects.extend(
+                page.contents
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|object| {
+                        let etag = normalize_etag(object.e_tag.as_deref().unwrap_or_default());
+                        object.key.map(|key| (key, etag))
+                    }),
+            );
+            match page.next_continuation_token {
+                Some(next) if page.is_truncated == Some(true) => token = Some(next),
+                _ => return Ok(objects),
+            }
         }
     }
 }

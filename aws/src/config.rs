@@ -46,6 +46,11 @@ pub fn dynamodb(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(config)
 }
 
+/// An SNS client.
+pub fn sns(config: &SdkConfig) -> aws_sdk_sns::Client {
+    aws_sdk_sns::Client::new(config)
+}
+
 /// An S3 client; path-style when an endpoint is configured.
 pub fn s3(config: &SdkConfig) -> aws_sdk_s3::Client {
     let custom_endpoint =

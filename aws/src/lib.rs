@@ -1,4 +1,4 @@
-//! tally's AWS adapters: the core ports over DynamoDB and S3.
+//! tally's AWS adapters: the core ports over DynamoDB, S3 and SNS.
 //!
 //! This is the only crate (with the Lambda `main`s) that knows AWS types. The
 //! stage logic lives in the stage crates, written once over the ports, so the
@@ -8,12 +8,17 @@
 //!   timeout policy and the handling of custom endpoints;
 //! - [`state_table`]: the state table ([`tally_core::state`]) and its schema;
 //! - [`totals_tables`]: the aggregate stage's partial items and the totals;
-//! - [`bucket`]: the S3 bucket the fleet uploads to.
+//! - [`alerts_table`]: the rules stage's alert records and per-day mark;
+//! - [`bucket`]: S3: the bucket the fleet uploads to, and the objects the
+//!   rules stage writes and lists;
+//! - [`topic`]: the SNS topic alerts are published to.
 
+pub mod alerts_table;
 pub mod bucket;
 pub mod config;
 mod schema;
 pub mod state_table;
+pub mod topic;
 pub mod totals_tables;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
