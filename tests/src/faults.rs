@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use tally_core::aggregate::{Basis, PartialItem, TotalItem};
 use tally_core::key::{Date, UploadKey};
 use tally_core::ports::{
-    ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, Precondition, PutOutcome, StateStore,
-    StoreError, TotalsStore,
+    AlertStore, ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, Precondition, PutOutcome,
+    StateStore, StoreError, TotalsStore,
 };
+use tally_core::rules::alert::AlertRecord;
 use tally_core::state::InstanceState;
 
 /// A store that crashes once the shared budget is spent.
@@ -222,11 +223,17 @@ pub enum PauseBefore {
     PutTotal,
     /// Writing the partial item of this bucket.
     PutPartial(u64),
+    /// Just after the day's partial items were read (the rules stage's read
+    /// of the totals it evaluates).
+    PartialsRead,
+    /// Writing an alert record.
+    PutAlert,
 }
 
-/// The aggregate stage's tables with one call held back: before the first
-/// call of the chosen kind, the store signals `reached` and waits for
-/// `resume`, so a test can order two invocations' steps exactly.
+/// A store (the aggregate stage's tables, or the alert-state table) with
+/// one call held back: at the first call of the chosen kind, the store
+/// signals `reached` and waits for `resume`, so a test can order two
+/// invocations' steps exactly.
 #[derive(Clone)]
 pub struct Paused<T> {
     inner: T,
@@ -270,7 +277,9 @@ impl<T: TotalsStore> TotalsStore for Paused<T> {
     }
 
     async fn partials(&self, date: &Date) -> Result<Vec<PartialItem>, StoreError> {
-        self.inner.partials(date).await
+        let partials = self.inner.partials(date).await;
+        self.maybe_pause(PauseBefore::PartialsRead).await;
+        partials
     }
 
     async fn totals_of(
@@ -293,5 +302,29 @@ impl<T: TotalsStore> TotalsStore for Paused<T> {
 
     async fn totals(&self, date: &Date) -> Result<Vec<TotalItem>, StoreError> {
         self.inner.totals(date).await
+    }
+}
+
+impl<T: AlertStore> AlertStore for Paused<T> {
+    async fn alerts(&self, date: &Date) -> Result<Vec<AlertRecord>, StoreError> {
+        self.inner.alerts(date).await
+    }
+
+    async fn mark(&self, date: &Date) -> Result<u64, StoreError> {
+        self.inner.mark(date).await
+    }
+
+    async fn claim(&self, date: &Date, generation: u64) -> Result<PutOutcome, StoreError> {
+        self.inner.claim(date, generation).await
+    }
+
+    async fn put_alert(
+        &self,
+        record: &AlertRecord,
+        read_version: u64,
+        mark: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        self.maybe_pause(PauseBefore::PutAlert).await;
+        self.inner.put_alert(record, read_version, mark).await
     }
 }

@@ -7,6 +7,7 @@
 //! that says how to run them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use serde_json::Value;
@@ -147,7 +148,96 @@ pub fn url_encode_key(key: &str) -> String {
     out
 }
 
+/// A new SNS topic with a new SQS queue subscribed to it, as on-call's
+/// tooling would subscribe: not raw delivery, so each queued body is SNS's
+/// envelope (`Subject`, `Message`, `MessageAttributes`). Returns the topic's
+/// ARN and the queue's URL.
+pub async fn alert_queue(sdk: &SdkConfig) -> (String, String) {
+    let sns = aws_sdk_sns::Client::new(sdk);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let topic_arn = sns
+        .create_topic()
+        .name(unique("alerts"))
+        .send()
+        .await
+        .expect("CreateTopic")
+        .topic_arn
+        .expect("a topic ARN");
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(unique("on-call"))
+        .send()
+        .await
+        .expect("CreateQueue")
+        .queue_url
+        .expect("a queue URL");
+    let attribute = aws_sdk_sqs::types::QueueAttributeName::QueueArn;
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(attribute.clone())
+        .send()
+        .await
+        .expect("GetQueueAttributes")
+        .attributes
+        .and_then(|mut attributes| attributes.remove(&attribute))
+        .expect("the queue's ARN");
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(queue_arn)
+        .send()
+        .await
+        .expect("Subscribe");
+    (topic_arn, queue_url)
+}
+
+/// Long-polls a queue until at least `expected_at_least` messages have come
+/// or `wait` has passed, deleting each one received, and returns their
+/// bodies parsed as SNS envelopes. Fewer than expected is for the caller to
+/// judge. With 0 it polls for the whole `wait`, to show that nothing (more)
+/// arrives.
+pub async fn receive_all(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    expected_at_least: usize,
+    wait: Duration,
+) -> Vec<Value> {
+    let deadline = Instant::now() + wait;
+    let mut envelopes = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if (expected_at_least > 0 && envelopes.len() >= expected_at_least) || left.is_zero() {
+            return envelopes;
+        }
+        // Whole seconds, at least one, at most SQS's maximum of 20.
+        let poll = left.as_secs().clamp(1, 20) as i32;
+        let output = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(poll)
+            .send()
+            .await
+            .expect("ReceiveMessage");
+        for message in output.messages.unwrap_or_default() {
+            sqs.delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(message.receipt_handle.clone().expect("a receipt handle"))
+                .send()
+                .await
+                .expect("DeleteMessage");
+            let body = message.body.expect("a message body");
+            envelopes.push(
+                serde_json::from_str(&body)
+                    .unwrap_or_else(|e| panic!("not an SNS envelope ({e}): {body}")),
+            );
+        }
+    }
+}
+
 pub mod faults;
+pub mod rules_world;
 pub mod seed;
 pub mod streams;
 pub mod world;

@@ -1,0 +1,131 @@
+//! The Lambda handler: a batch of the totals table's stream in,
+//! `batchItemFailures` out.
+//!
+//! A record says only which (date, counter) changed; the values are read
+//! afresh per date by the stage, so a stale or repeated record can never
+//! make it decide on old totals. A record that does not decode is logged
+//! and reported as failed; the others are still evaluated (evaluation is
+//! idempotent, so what Lambda redelivers after the failed record is
+//! evaluated again harmlessly). A date that fails reports its first record.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use serde::Deserialize;
+use tally_core::aggregate::SequenceNumber;
+use tally_core::key::Date;
+use tally_core::ports::{AlertStore, Notifier, ObjectWriter, TotalsStore};
+use tally_core::rules::RuleSet;
+use tracing::error;
+
+use crate::stage::{RulesReport, RulesStage, log_report};
+
+/// The totals table's key, which every stream record carries.
+#[derive(Debug, Deserialize)]
+struct TotalKey {
+    #[serde(rename = "Counter")]
+    counter: String,
+    #[serde(rename = "Date")]
+    date: Date,
+}
+
+/// Why a record could not be read, naming it.
+#[derive(Debug, thiserror::Error)]
+#[error("stream record {event_id} (sequence number {sequence}): {reason}")]
+pub struct RecordError {
+    pub event_id: String,
+    pub sequence: String,
+    pub reason: String,
+}
+
+/// The (date, counter) a record of the totals stream is about.
+pub fn decode_record(record: &EventRecord) -> Result<(Date, String), RecordError> {
+    let fail = |reason: String| RecordError {
+        event_id: record.event_id.clone(),
+        sequence: record.change.sequence_number.clone().unwrap_or_default(),
+        reason,
+    };
+    if !matches!(record.event_name.as_str(), "INSERT" | "MODIFY" | "REMOVE") {
+        return Err(fail(format!("unknown eventName {:?}", record.event_name)));
+    }
+    let key: TotalKey = serde_dynamo::from_item(record.change.keys.clone())
+        .map_err(|e| fail(format!("Keys are not a total's key (Counter, Date): {e}")))?;
+    Ok((key.date, key.counter))
+}
+
+impl<T, A, N, W> RulesStage<T, A, N, W>
+where
+    T: TotalsStore,
+    A: AlertStore,
+    N: Notifier,
+    W: ObjectWriter,
+{
+    /// Handles one batch as Lambda delivers it.
+    pub async fn handle(
+        &self,
+        rules: &RuleSet,
+        event: &Event,
+    ) -> (DynamoDbEventResponse, RulesReport) {
+        let mut report = RulesReport {
+            records: event.records.len() as u64,
+            ..RulesReport::default()
+        };
+        let mut lowest_failed: Option<(SequenceNumber, String)> = None;
+        let mut note_failure = |record: &EventRecord| {
+            let reported = record.change.sequence_number.clone().unwrap_or_default();
+            // A record without a usable sequence number fails the batch
+            // from its start.
+            let sequence =
+                SequenceNumber::parse(&reported).unwrap_or_else(|_| SequenceNumber::zero());
+            let reported = if sequence == SequenceNumber::zero() {
+                event
+                    .records
+                    .first()
+                    .and_then(|r| r.change.sequence_number.clone())
+                    .unwrap_or_default()
+            } else {
+                reported
+            };
+            if lowest_failed
+                .as_ref()
+                .is_none_or(|(lowest, _)| sequence < *lowest)
+            {
+                lowest_failed = Some((sequence, reported));
+            }
+        };
+        let mut dates: BTreeMap<Date, (BTreeSet<String>, &EventRecord)> = BTreeMap::new();
+        for record in &event.records {
+            match decode_record(record) {
+                Ok((date, counter)) => {
+                    dates
+                        .entry(date)
+                        .or_insert_with(|| (BTreeSet::new(), record))
+                        .0
+                        .insert(counter);
+                }
+                Err(e) => {
+                    error!(error = %e, "undecodable stream record; the rest of the batch is still evaluated");
+                    report.failed += 1;
+                    note_failure(record);
+                }
+            }
+        }
+        report.dates = dates.len() as u64;
+        for (date, (changed, first)) in &dates {
+            if let Err(e) = self.process_date(rules, date, changed, &mut report).await {
+                error!(date = %date, error = %e, "date not evaluated; Lambda will redeliver its records");
+                report.failed += 1;
+                note_failure(first);
+            }
+        }
+        log_report(&report);
+        let mut response = DynamoDbEventResponse::default();
+        if let Some((_, reported)) = lowest_failed {
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = Some(reported);
+            response.batch_item_failures.push(failure);
+        }
+        (response, report)
+    }
+}

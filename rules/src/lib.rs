@@ -1,0 +1,39 @@
+//! tally's rules stage: the totals table's stream in, on-call alerts and the
+//! daily snapshot for task B out.
+//!
+//! Per batch and date it reads the day's exact totals once (the aggregate
+//! stage's partial items, strongly consistent), evaluates the rules the
+//! batch's changed counters can affect, moves each affected alert through
+//! its state machine with a conditional write, publishes the transitions,
+//! and writes the day's snapshot. The snapshot needs the whole day in every
+//! batch anyway, so expressions that sum or count globs read the same
+//! totals rather than a second query.
+//!
+//! - [`stage`]: one date's evaluation, the outbox, the snapshot;
+//! - [`handler`]: a DynamoDB stream batch in, `batchItemFailures` out;
+//! - [`source`]: which rules apply: bundled at build time, or from a bucket
+//!   prefix (cached by ETag) so ops can change them without a deploy;
+//! - [`settings`]: the environment the Lambda reads;
+//! - [`bundle`]: the check that keeps invalid rules out of a build.
+
+pub mod bundle;
+pub mod handler;
+pub mod settings;
+pub mod source;
+pub mod stage;
+
+pub use handler::decode_record;
+pub use source::RuleSource;
+pub use stage::{RulesReport, RulesStage, StageConfig};
+
+/// The rules in `rules-config/`, checked when this crate was built.
+pub mod bundled {
+    include!(concat!(env!("OUT_DIR"), "/bundled_rules.rs"));
+
+    /// The bundled rules, loaded.
+    pub fn rules() -> tally_core::rules::RuleSet {
+        // The build script refused to build if these did not load; an
+        // empty set here would mean a file changed after the build.
+        tally_core::rules::RuleSet::load(FILES).unwrap_or_default()
+    }
+}

@@ -1,0 +1,187 @@
+//! The rules stage's configuration, read from environment variables.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `TALLY_PARTIALS_TABLE` | required | the aggregate stage's partial items (the day's exact totals) |
+//! | `TALLY_TOTALS_TABLE` | required | the totals table |
+//! | `TALLY_ALERTS_TABLE` | required | the alert-state table |
+//! | `TALLY_ALERT_TOPIC_ARN` | required | the SNS topic on-call subscribe to |
+//! | `TALLY_SNAPSHOT_BUCKET` | required | where task B's snapshot goes |
+//! | `TALLY_SNAPSHOT_PREFIX` | `totals` | its key prefix |
+//! | `TALLY_RULES_BUCKET` | unset | when set, rules come from `*.yaml` under `TALLY_RULES_PREFIX` there |
+//! | `TALLY_RULES_PREFIX` | `rules/` | |
+//! | `TALLY_RULES_REFRESH_SECONDS` | `60` | how often that prefix is listed |
+//!
+//! AWS settings (region, credentials, `AWS_ENDPOINT_URL`, `AWS_MAX_ATTEMPTS`)
+//! are the SDK's own.
+
+use std::time::Duration;
+
+/// A setting that is missing or does not parse; says which and what is expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{name} is not set: it must name {what}")]
+    Missing {
+        name: &'static str,
+        what: &'static str,
+    },
+    #[error("{name}={value:?} is not valid: expected {expected}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+/// The rules stage's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub partials_table: String,
+    pub totals_table: String,
+    pub alerts_table: String,
+    pub alert_topic_arn: String,
+    pub snapshot_bucket: String,
+    pub snapshot_prefix: String,
+    /// Bucket and prefix of the rules files, when not bundled.
+    pub rules_location: Option<(String, String)>,
+    pub rules_refresh: Duration,
+}
+
+/// The variables the rules stage reads, for the deployment's check.
+pub const VARIABLES: &[&str] = &[
+    "TALLY_PARTIALS_TABLE",
+    "TALLY_TOTALS_TABLE",
+    "TALLY_ALERTS_TABLE",
+    "TALLY_ALERT_TOPIC_ARN",
+    "TALLY_SNAPSHOT_BUCKET",
+    "TALLY_SNAPSHOT_PREFIX",
+    "TALLY_RULES_BUCKET",
+    "TALLY_RULES_PREFIX",
+    "TALLY_RULES_REFRESH_SECONDS",
+];
+
+impl Settings {
+    pub fn from_env() -> Result<Settings, SettingsError> {
+        Settings::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
+        let required = |name: &'static str, what: &'static str| {
+            get(name).ok_or(SettingsError::Missing { name, what })
+        };
+        let refresh = match get("TALLY_RULES_REFRESH_SECONDS") {
+            None => Duration::from_secs(60),
+            Some(value) => match value.parse::<u64>() {
+                Ok(seconds) if seconds > 0 => Duration::from_secs(seconds),
+                _ => {
+                    return Err(SettingsError::Invalid {
+                        name: "TALLY_RULES_REFRESH_SECONDS",
+                        value,
+                        expected: "a whole number of seconds above 0",
+                    });
+                }
+            },
+        };
+        Ok(Settings {
+            partials_table: required(
+                "TALLY_PARTIALS_TABLE",
+                "the aggregate stage's partial items table",
+            )?,
+            totals_table: required("TALLY_TOTALS_TABLE", "the totals table")?,
+            alerts_table: required("TALLY_ALERTS_TABLE", "the alert-state table")?,
+            alert_topic_arn: required(
+                "TALLY_ALERT_TOPIC_ARN",
+                "the SNS topic alerts are published to",
+            )?,
+            snapshot_bucket: required(
+                "TALLY_SNAPSHOT_BUCKET",
+                "the bucket task B's snapshot is written to",
+            )?,
+            snapshot_prefix: get("TALLY_SNAPSHOT_PREFIX").map_or_else(
+                || "totals".to_owned(),
+                |p| p.trim_end_matches('/').to_owned(),
+            ),
+            rules_location: get("TALLY_RULES_BUCKET").map(|bucket| {
+                (
+                    bucket,
+                    get("TALLY_RULES_PREFIX").unwrap_or_else(|| "rules/".to_owned()),
+                )
+            }),
+            rules_refresh: refresh,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    const REQUIRED: &[(&str, &str)] = &[
+        ("TALLY_PARTIALS_TABLE", "p"),
+        ("TALLY_TOTALS_TABLE", "t"),
+        ("TALLY_ALERTS_TABLE", "a"),
+        ("TALLY_ALERT_TOPIC_ARN", "arn:aws:sns:eu-west-1:1:alerts"),
+        ("TALLY_SNAPSHOT_BUCKET", "b"),
+    ];
+
+    #[test]
+    fn defaults_apply_and_rules_are_bundled_unless_a_bucket_is_named() {
+        let settings = Settings::from_lookup(lookup(REQUIRED)).unwrap();
+        assert_eq!(settings.snapshot_prefix, "totals");
+        assert_eq!(settings.rules_location, None);
+        assert_eq!(settings.rules_refresh, Duration::from_secs(60));
+        let mut with_bucket = REQUIRED.to_vec();
+        with_bucket.push(("TALLY_RULES_BUCKET", "ops"));
+        let settings = Settings::from_lookup(lookup(&with_bucket)).unwrap();
+        assert_eq!(
+            settings.rules_location,
+            Some(("ops".into(), "rules/".into()))
+        );
+    }
+
+    #[test]
+    fn a_missing_or_bad_setting_is_named() {
+        let error = Settings::from_lookup(lookup(&REQUIRED[1..])).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "TALLY_PARTIALS_TABLE is not set: it must name the aggregate stage's partial items table"
+        );
+        let mut bad = REQUIRED.to_vec();
+        bad.push(("TALLY_RULES_REFRESH_SECONDS", "soon"));
+        assert!(
+            Settings::from_lookup(lookup(&bad))
+                .unwrap_err()
+                .to_string()
+                .contains("soon")
+        );
+    }
+
+    #[test]
+    fn every_variable_read_is_listed() {
+        let source = include_str!("settings.rs");
+        let read: std::collections::BTreeSet<&str> = source
+            .split('"')
+            .filter(|s| {
+                s.len() > 6
+                    && s.starts_with("TALLY_")
+                    && s.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+            })
+            .collect();
+        let listed: std::collections::BTreeSet<&str> = VARIABLES.iter().copied().collect();
+        assert_eq!(read, listed);
+    }
+}
