@@ -171,7 +171,7 @@ impl DynamoAlertStore {
             Ok(_) => Ok(PutOutcome::Written),
             Err(e) => {
                 let e = e.into_service_error();
-                if only_conditions_failed(&e) {
+                if read_again(&e) {
                     Ok(PutOutcome::PreconditionFailed)
                 } else {
                     Err(store_error(operation(), e))
@@ -189,12 +189,13 @@ struct VersionedPut {
     values: Option<HashMap<String, AttributeValue>>,
 }
 
-/// Whether a transaction was cancelled only because a condition was false
-/// (the mark moved, or the record's version did). Any other reason (a
-/// conflicting transaction in flight, throttling, a validation error) says
-/// nothing about the conditions, so it is an error the caller retries,
-/// never a precondition failure it would act on.
-fn only_conditions_failed(error: &TransactWriteItemsError) -> bool {
+/// Whether a cancelled transaction calls for reading again: a condition was
+/// false (the mark moved, or the record's version did), or a concurrent
+/// transaction on the same items was in flight (`TransactionConflict`, which
+/// the SDK does not retry). Either way the caller reads the records and the
+/// mark again and decides afresh. Any other reason (throttling, validation)
+/// is an error.
+fn read_again(error: &TransactWriteItemsError) -> bool {
     let TransactWriteItemsError::TransactionCanceledException(cancelled) = error else {
         return false;
     };
@@ -203,10 +204,15 @@ fn only_conditions_failed(error: &TransactWriteItemsError) -> bool {
         .iter()
         .map(|reason| reason.code().unwrap_or("None"))
         .collect();
-    codes.contains(&"ConditionalCheckFailed")
-        && codes
-            .iter()
-            .all(|code| matches!(*code, "ConditionalCheckFailed" | "None"))
+    codes
+        .iter()
+        .any(|code| matches!(*code, "ConditionalCheckFailed" | "TransactionConflict"))
+        && codes.iter().all(|code| {
+            matches!(
+                *code,
+                "ConditionalCheckFailed" | "TransactionConflict" | "None"
+            )
+        })
 }
 
 impl AlertStore for DynamoAlertStore {
@@ -280,7 +286,22 @@ impl AlertStore for DynamoAlertStore {
             .expression_attribute_names("#alert", ALERT)
             .expression_attribute_names("#generation", GENERATION)
             .expression_attribute_values(":generation", AttributeValue::N(generation.to_string()));
-        schema::conditional_put(request, || self.operation("PutItem", date, MARK)).await
+        // A transaction checking the mark at this moment makes DynamoDB
+        // refuse the put with TransactionConflict, which the SDK does not
+        // retry: like a failed condition, it means "read again".
+        match request.send().await {
+            Ok(_) => Ok(PutOutcome::Written),
+            Err(e) => {
+                let e = e.into_service_error();
+                if e.is_conditional_check_failed_exception()
+                    || e.is_transaction_conflict_exception()
+                {
+                    Ok(PutOutcome::PreconditionFailed)
+                } else {
+                    Err(store_error(self.operation("PutItem", date, MARK), e))
+                }
+            }
+        }
     }
 
     async fn put_alert(
@@ -330,25 +351,16 @@ mod tests {
     // The test server never reports a conflict or throttling inside a
     // transaction, so the reasons other than a false condition are checked here.
     #[test]
-    fn only_a_false_condition_is_a_precondition_failure() {
-        assert!(only_conditions_failed(&cancelled(&[
-            "ConditionalCheckFailed",
-            "None"
-        ])));
-        assert!(only_conditions_failed(&cancelled(&[
-            "None",
-            "ConditionalCheckFailed"
-        ])));
-        assert!(!only_conditions_failed(&cancelled(&["None", "None"])));
-        assert!(!only_conditions_failed(&cancelled(&[
-            "TransactionConflict",
-            "None"
-        ])));
-        assert!(!only_conditions_failed(&cancelled(&[
+    fn a_false_condition_or_a_conflict_means_read_again_and_nothing_else_does() {
+        assert!(read_again(&cancelled(&["ConditionalCheckFailed", "None"])));
+        assert!(read_again(&cancelled(&["None", "ConditionalCheckFailed"])));
+        assert!(read_again(&cancelled(&["TransactionConflict", "None"])));
+        assert!(!read_again(&cancelled(&["None", "None"])));
+        assert!(!read_again(&cancelled(&[
             "ConditionalCheckFailed",
             "ThrottlingError"
         ])));
-        assert!(!only_conditions_failed(&cancelled(&[])));
+        assert!(!read_again(&cancelled(&[])));
     }
 
     #[test]

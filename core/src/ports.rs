@@ -130,6 +130,9 @@ pub trait StateStore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<InstanceState>, StoreError>> + Send;
 }
 
+/// How many times [`TotalsStore::partials_isolated`] reads again.
+pub const ISOLATED_READ_ATTEMPTS: usize = 8;
+
 /// The aggregate stage's tables: the partial items and the totals.
 pub trait TotalsStore: Send + Sync {
     /// A strongly consistent read of one bucket's partial item.
@@ -152,6 +155,43 @@ pub trait TotalsStore: Send + Sync {
         &self,
         date: &Date,
     ) -> impl Future<Output = Result<Vec<PartialItem>, StoreError>> + Send;
+
+    /// Every partial item of a day as of one instant: never one item from
+    /// before a concurrent write and another from after it. The rules stage
+    /// alerts on these totals, which must be a state the day really passed
+    /// through.
+    ///
+    /// Read twice, until two reads in a row find the same versions. Versions
+    /// only grow, so an item whose version is the same in both reads did not
+    /// change between them, and every item held its version at the instant
+    /// the first read ended and the second began. (DynamoDB's
+    /// TransactGetItems would do it in one call, at the same cost, but its
+    /// emulators cap it at 25 items, and a day has 64.)
+    fn partials_isolated(
+        &self,
+        date: &Date,
+    ) -> impl Future<Output = Result<Vec<PartialItem>, StoreError>> + Send {
+        async move {
+            let versions = |partials: &[PartialItem]| -> Vec<(u64, u64)> {
+                partials.iter().map(|p| (p.bucket, p.version)).collect()
+            };
+            let mut first = self.partials(date).await?;
+            for _ in 0..ISOLATED_READ_ATTEMPTS {
+                let second = self.partials(date).await?;
+                if versions(&first) == versions(&second) {
+                    return Ok(second);
+                }
+                first = second;
+            }
+            Err(StoreError::new(
+                format!("reading the partial items of {date} as of one instant"),
+                format!(
+                    "they changed between every two of {} reads; the aggregate stage is writing them continuously",
+                    ISOLATED_READ_ATTEMPTS + 1
+                ),
+            ))
+        }
+    }
 
     /// Strongly consistent reads of some counters' totals on one day.
     fn totals_of(

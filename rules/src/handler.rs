@@ -3,7 +3,9 @@
 //!
 //! A record says only which (date, counter) changed; the values are read
 //! afresh per date by the stage, so a stale or repeated record can never
-//! make it decide on old totals. A record that does not decode is logged
+//! make it decide on old totals. A `MODIFY` whose value and contributors
+//! are the same in both images (the aggregate stage recorded a newer basis)
+//! changes nothing an alert can see and is skipped. A record that does not decode is logged
 //! and reported as failed; the others are still evaluated (evaluation is
 //! idempotent, so what Lambda redelivers after the failed record is
 //! evaluated again harmlessly). A date that fails reports its first record.
@@ -30,6 +32,21 @@ struct TotalKey {
     date: Date,
 }
 
+/// The attributes of a total that an alert can see: its value and whether
+/// any instance still reports it.
+const VISIBLE: [&str; 2] = ["Value", "Contributors"];
+
+/// What a record of the totals stream says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// This counter's total on this date changed (or appeared, or went).
+    Changed(Date, String),
+    /// Only the total's bookkeeping changed (the aggregate stage rewrote
+    /// it with a newer basis and the same value): nothing to evaluate, and
+    /// no evaluation for `for:` to count.
+    Unchanged,
+}
+
 /// Why a record could not be read, naming it.
 #[derive(Debug, thiserror::Error)]
 #[error("stream record {event_id} (sequence number {sequence}): {reason}")]
@@ -39,8 +56,8 @@ pub struct RecordError {
     pub reason: String,
 }
 
-/// The (date, counter) a record of the totals stream is about.
-pub fn decode_record(record: &EventRecord) -> Result<(Date, String), RecordError> {
+/// What a record of the totals stream is about.
+pub fn decode_record(record: &EventRecord) -> Result<Decoded, RecordError> {
     let fail = |reason: String| RecordError {
         event_id: record.event_id.clone(),
         sequence: record.change.sequence_number.clone().unwrap_or_default(),
@@ -51,7 +68,14 @@ pub fn decode_record(record: &EventRecord) -> Result<(Date, String), RecordError
     }
     let key: TotalKey = serde_dynamo::from_item(record.change.keys.clone())
         .map_err(|e| fail(format!("Keys are not a total's key (Counter, Date): {e}")))?;
-    Ok((key.date, key.counter))
+    let (old, new) = (&record.change.old_image, &record.change.new_image);
+    if record.event_name == "MODIFY"
+        && !old.is_empty()
+        && VISIBLE.iter().all(|name| old.get(*name) == new.get(*name))
+    {
+        return Ok(Decoded::Unchanged);
+    }
+    Ok(Decoded::Changed(key.date, key.counter))
 }
 
 impl<T, A, N, W> RulesStage<T, A, N, W>
@@ -97,7 +121,8 @@ where
         let mut dates: BTreeMap<Date, (BTreeSet<String>, &EventRecord)> = BTreeMap::new();
         for record in &event.records {
             match decode_record(record) {
-                Ok((date, counter)) => {
+                Ok(Decoded::Unchanged) => {}
+                Ok(Decoded::Changed(date, counter)) => {
                     dates
                         .entry(date)
                         .or_insert_with(|| (BTreeSet::new(), record))
@@ -127,5 +152,66 @@ where
             response.batch_item_failures.push(failure);
         }
         (response, report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(event_name: &str, old_value: Option<&str>, new_value: Option<&str>) -> EventRecord {
+        let image = |value: Option<&str>, basis: &str| match value {
+            Some(value) => serde_json::json!({
+                "Counter": {"S": "a#b"}, "Date": {"S": "2015-11-16"},
+                "Value": {"N": value}, "Contributors": {"N": "2"},
+                "Basis": {"L": [{"N": basis}]}
+            }),
+            None => serde_json::json!({}),
+        };
+        serde_json::from_value(serde_json::json!({
+            "eventID": "1",
+            "eventName": event_name,
+            "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb",
+            "awsRegion": "eu-west-1",
+            "dynamodb": {
+                "Keys": {"Counter": {"S": "a#b"}, "Date": {"S": "2015-11-16"}},
+                "OldImage": image(old_value, "1"),
+                "NewImage": image(new_value, "2"),
+                "SequenceNumber": "100",
+                "SizeBytes": 10,
+                "StreamViewType": "NEW_AND_OLD_IMAGES"
+            },
+            "eventSourceARN": "arn:aws:dynamodb:eu-west-1:1:table/totals/stream/x"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_new_basis_with_the_same_value_is_no_change() {
+        let date = Date::parse("2015-11-16").unwrap();
+        assert_eq!(
+            decode_record(&record("MODIFY", Some("5"), Some("5"))).unwrap(),
+            Decoded::Unchanged
+        );
+        assert_eq!(
+            decode_record(&record("MODIFY", Some("5"), Some("6"))).unwrap(),
+            Decoded::Changed(date.clone(), "a#b".into())
+        );
+        assert_eq!(
+            decode_record(&record("INSERT", None, Some("5"))).unwrap(),
+            Decoded::Changed(date, "a#b".into())
+        );
+    }
+
+    #[test]
+    fn a_record_that_is_not_a_total_names_itself() {
+        let mut bad = record("MODIFY", Some("5"), Some("6"));
+        bad.change.keys.remove("Date");
+        let error = decode_record(&bad).unwrap_err().to_string();
+        assert!(
+            error.starts_with("stream record 1 (sequence number 100): Keys are not a total's key"),
+            "{error}"
+        );
     }
 }

@@ -22,7 +22,7 @@ pub mod settings;
 pub mod source;
 pub mod stage;
 
-pub use handler::decode_record;
+pub use handler::{Decoded, decode_record};
 pub use source::RuleSource;
 pub use stage::{RulesReport, RulesStage, StageConfig};
 
@@ -32,8 +32,12 @@ pub mod bundled {
 
     /// The bundled rules, loaded.
     pub fn rules() -> tally_core::rules::RuleSet {
-        // The build script refused to build if these did not load; an
-        // empty set here would mean a file changed after the build.
-        tally_core::rules::RuleSet::load(FILES).unwrap_or_default()
+        // The build script refused to build if these did not load, and they
+        // are compiled in, so this cannot fail; if it ever did, say so
+        // loudly rather than silence every alert without a word.
+        tally_core::rules::RuleSet::load(FILES).unwrap_or_else(|problems| {
+            tracing::error!(%problems, "the bundled rules do not load; no rules apply");
+            tally_core::rules::RuleSet::default()
+        })
     }
 }

@@ -18,6 +18,7 @@ async fn main() -> Result<(), Error> {
     let s3 = S3ObjectStore::new(tally_aws::config::s3(&sdk));
     let mut config = StageConfig::new(&settings.snapshot_bucket);
     config.snapshot_prefix = settings.snapshot_prefix.clone();
+    config.alert_days = settings.alert_days;
     let stage = RulesStage::new(
         DynamoTotalsStore::new(
             dynamodb.clone(),

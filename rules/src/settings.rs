@@ -11,6 +11,7 @@
 //! | `TALLY_RULES_BUCKET` | unset | when set, rules come from `*.yaml` under `TALLY_RULES_PREFIX` there |
 //! | `TALLY_RULES_PREFIX` | `rules/` | |
 //! | `TALLY_RULES_REFRESH_SECONDS` | `60` | how often that prefix is listed |
+//! | `TALLY_ALERT_DAYS` | `2` | dates alerted on: today and yesterday (UTC); older dates get snapshots only |
 //!
 //! AWS settings (region, credentials, `AWS_ENDPOINT_URL`, `AWS_MAX_ATTEMPTS`)
 //! are the SDK's own.
@@ -45,6 +46,7 @@ pub struct Settings {
     /// Bucket and prefix of the rules files, when not bundled.
     pub rules_location: Option<(String, String)>,
     pub rules_refresh: Duration,
+    pub alert_days: u32,
 }
 
 /// The variables the rules stage reads, for the deployment's check.
@@ -58,6 +60,7 @@ pub const VARIABLES: &[&str] = &[
     "TALLY_RULES_BUCKET",
     "TALLY_RULES_PREFIX",
     "TALLY_RULES_REFRESH_SECONDS",
+    "TALLY_ALERT_DAYS",
 ];
 
 impl Settings {
@@ -79,6 +82,19 @@ impl Settings {
                         name: "TALLY_RULES_REFRESH_SECONDS",
                         value,
                         expected: "a whole number of seconds above 0",
+                    });
+                }
+            },
+        };
+        let alert_days = match get("TALLY_ALERT_DAYS") {
+            None => 2,
+            Some(value) => match value.parse::<u32>() {
+                Ok(days) if days > 0 => days,
+                _ => {
+                    return Err(SettingsError::Invalid {
+                        name: "TALLY_ALERT_DAYS",
+                        value,
+                        expected: "a whole number of days above 0 (2: today and yesterday)",
                     });
                 }
             },
@@ -109,6 +125,7 @@ impl Settings {
                 )
             }),
             rules_refresh: refresh,
+            alert_days,
         })
     }
 }

@@ -38,6 +38,10 @@ pub enum SourceError {
     Store(#[from] StoreError),
     #[error("s3://{bucket}/{key} is over {MAX_FILE_BYTES} bytes; rules files are small")]
     TooLarge { bucket: String, key: String },
+    #[error(
+        "no rules files (*.yaml) under s3://{bucket}/{prefix}; still using the previous rules (to silence every alert, upload a file with `rules: []`)"
+    )]
+    Empty { bucket: String, prefix: String },
     #[error("s3://{bucket}/{key} is not UTF-8 text")]
     NotText { bucket: String, key: String },
     #[error(
@@ -102,7 +106,7 @@ impl<S: ObjectStore + ObjectWriter> RuleSource<S> {
             Ok(Some((rules, etags))) => {
                 info!(bucket = %bucket, prefix = %prefix, files = etags.len(), rules = rules.rules().len(), "rules loaded");
                 if rules.is_empty() {
-                    warn!(bucket = %bucket, prefix = %prefix, "no rules under the prefix: no alerts will be sent");
+                    warn!(bucket = %bucket, prefix = %prefix, "the rules files define no rules: no alerts will be sent");
                 }
                 cached.rules = Arc::new(rules);
                 cached.etags = etags;
@@ -125,12 +129,25 @@ async fn reload<S: ObjectStore + ObjectWriter>(
         .await?
         .into_iter()
         .filter(|(key, _)| {
-            let relative = key[prefix.len().min(key.len())..].trim_start_matches('/');
-            !relative.contains('/') && (key.ends_with(".yaml") || key.ends_with(".yml"))
+            // Only files directly under the prefix: ops' tests may sit in a
+            // folder beside them.
+            key.strip_prefix(prefix).is_some_and(|relative| {
+                let relative = relative.trim_start_matches('/');
+                !relative.contains('/')
+                    && (relative.ends_with(".yaml") || relative.ends_with(".yml"))
+            })
         })
         .collect();
     if &etags == known {
         return Ok(None);
+    }
+    if etags.is_empty() {
+        // Deleting every file is far more likely a mistake (a wrong prefix,
+        // a sync gone wrong) than a wish for silence.
+        return Err(SourceError::Empty {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+        });
     }
     let mut files = Vec::with_capacity(etags.len());
     for key in etags.keys() {

@@ -1,34 +1,43 @@
-//! One date's evaluation: exact totals, alert transitions sent once, and the
-//! snapshot for task B.
+//! One date's evaluation: exact totals, the snapshot for task B, and alert
+//! transitions sent once.
 //!
-//! **Exactly one message per transition.** Redelivered and concurrent
-//! batches are the normal case on a stream, so:
+//! **The totals** come from an isolated read of the day's partial items
+//! (the aggregate stage's exact sums; [`TotalsStore::partials_isolated`]):
+//! a state the day really passed through. Their *generation*, the sum of the items' versions, grows with
+//! every change.
 //!
-//! 1. The day's totals come from one strongly consistent read of the
-//!    partial items; their *generation* (the sum of the items' versions)
-//!    grows with every change.
-//! 2. The evaluation *claims* the day's mark for its generation (the mark
-//!    only rises). Every alert record write is conditional on the record's
-//!    version and, in the same transaction, on the mark still being this
-//!    generation: an evaluation of older totals that lost a race decides
-//!    nothing; it reads again and evaluates the newer totals instead.
-//! 3. A record that already saw this generation is not moved again (a
-//!    redelivered batch changes nothing, and `for:` counts each change once).
-//! 4. A transition's message is written into the record's *outbox* by the
-//!    same write, marked as being published by this process for a lease;
-//!    then it is published, then the outbox is cleared. A process that dies
-//!    in between leaves the outbox; the next evaluation of that date (the
-//!    redelivered batch) waits out the lease, claims it and publishes it. A
+//! **The snapshot converges.** The evaluation *claims* the day's mark for
+//! its generation (the mark only rises; a claim below it fails and the
+//! evaluation reads again), writes the snapshot, then reads the mark again:
+//! if a newer evaluation claimed it meanwhile, this one's PUT may have
+//! landed after the newer one's, so it starts over on newer totals. The last
+//! PUT is therefore by an evaluation that saw the mark still at its own
+//! generation after writing: the newest totals. The snapshot comes before
+//! alerting so that an SNS outage or a held outbox never delays it.
+//!
+//! **Each transition sent once.** Redelivered and concurrent batches are
+//! the normal case on a stream, so:
+//!
+//! 1. Every alert record write is conditional on the record's version and,
+//!    in the same transaction, on the mark still being this generation: an
+//!    evaluation of older totals that lost a race decides nothing; it reads
+//!    again and evaluates the newer totals instead.
+//! 2. A record that already saw this generation is not moved again, so a
+//!    redelivered batch sends nothing, and `for:` counts each batch that
+//!    changed the rule's totals once.
+//! 3. A transition's message is written into the record's *outbox* by the
+//!    same write, leased to this process; it is published only with at
+//!    least [`PUBLISH_BUDGET`] of the lease left (renewing it first if
+//!    needed), then the outbox is cleared. A process that dies in between
+//!    leaves the outbox; the next evaluation of that date (the redelivered
+//!    batch) waits out the lease, claims the outbox and publishes it. A
 //!    message is therefore never lost, and is sent twice only if a process
 //!    dies after SNS accepted it and before the outbox was cleared; each
 //!    message carries `alert` and `transition` so a subscriber can drop that
 //!    repeat.
 //!
-//! **The snapshot converges.** It is written after the alerts, then the mark
-//! is read again: if a newer evaluation claimed it meanwhile, this one's PUT
-//! may have landed after the newer one's, so it starts over on newer totals.
-//! The last PUT is therefore always by an evaluation that saw the mark still
-//! at its own generation after writing, which is the newest totals read.
+//! Only recent dates are alerted on ([`StageConfig::alert_days`]); older
+//! ones, from a backfill or a repair, get their snapshot only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -53,9 +62,13 @@ pub struct StageConfig {
     /// Default `totals`.
     pub snapshot_prefix: String,
     /// How long a process has to publish a message it wrote to an outbox
-    /// before another may take it over. Longer than SNS's Publish with the
-    /// SDK's retries; shorter than the function's timeout.
+    /// before another may take it over: longer than a Publish with the
+    /// SDK's retries ([`PUBLISH_BUDGET`]); a redelivered batch may wait this
+    /// long for it, so the function's timeout must be about twice this.
     pub lease: Duration,
+    /// Dates alerted on: today and the days before it, this many in all,
+    /// by the stage's clock (UTC). Older dates get their snapshot only.
+    pub alert_days: u32,
     /// How many times a date is re-read after losing a race to a newer
     /// evaluation before the batch is failed (and redelivered).
     pub max_conflicts: u32,
@@ -66,7 +79,8 @@ impl StageConfig {
         StageConfig {
             snapshot_bucket: snapshot_bucket.into(),
             snapshot_prefix: "totals".to_owned(),
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(60),
+            alert_days: 2,
             max_conflicts: 8,
         }
     }
@@ -84,6 +98,8 @@ pub struct RulesReport {
     pub outboxes_recovered: u64,
     pub rule_errors: u64,
     pub snapshots_written: u64,
+    /// Dates too old to alert on (see [`StageConfig::alert_days`]).
+    pub dates_not_alerted: u64,
     /// Times a date was read again after losing a race.
     pub conflicts: u64,
     /// Records or dates not processed; Lambda redelivers them.
@@ -166,8 +182,8 @@ where
         &self.config
     }
 
-    /// Evaluates one date for a batch whose changed counters are `changed`,
-    /// and writes its snapshot.
+    /// Writes one date's snapshot and, when the date is within the alerting
+    /// window, evaluates it for a batch whose changed counters are `changed`.
     pub async fn process_date(
         &self,
         rules: &RuleSet,
@@ -177,110 +193,147 @@ where
     ) -> Result<(), StageError> {
         let started = Instant::now();
         let mut conflicts = 0u32;
-        let mut wait = Duration::from_millis(50);
-        loop {
-            let lost = |conflicts: &mut u32, report: &mut RulesReport| {
-                *conflicts += 1;
-                report.conflicts += 1;
-                if *conflicts > self.config.max_conflicts {
-                    Err(StageError::Contended {
-                        date: date.clone(),
-                        conflicts: *conflicts,
-                    })
-                } else {
-                    Ok(())
-                }
-            };
-            let partials = self.totals.partials(date).await?;
-            // A key with no item is billed the minimum read as well.
-            report.read_units += partials.iter().map(|p| p.read_units()).sum::<u64>()
-                + (BUCKETS as usize).saturating_sub(partials.len()) as u64;
+        'totals: loop {
+            let partials = self.totals.partials_isolated(date).await?;
+            // An isolated read is at least two reads; a key with no item is
+            // billed the minimum read as well.
+            report.read_units += 2
+                * (partials.iter().map(|p| p.read_units()).sum::<u64>()
+                    + (BUCKETS as usize).saturating_sub(partials.len()) as u64);
             let day = DayTotals::from_partials(date, &partials);
             let generation = day.generation;
             report.write_units += MARK_UNITS;
             if self.alerts.claim(date, generation).await? == PutOutcome::PreconditionFailed {
-                lost(&mut conflicts, report)?;
-                continue;
-            }
-            let records: BTreeMap<String, AlertRecord> = self
-                .alerts
-                .alerts(date)
-                .await?
-                .into_iter()
-                .map(|record| (record.alert.clone(), record))
-                .collect();
-            // A query is billed on the total size it returns.
-            report.read_units += capacity::consistent_read_units(Some(
-                records.values().map(AlertRecord::item_size).sum::<usize>(),
-            ));
-            match self.deliver_outboxes(&records, report).await? {
-                Outboxes::Clear => {}
-                Outboxes::Delivered => continue,
-                Outboxes::Conflict => {
-                    lost(&mut conflicts, report)?;
-                    continue;
-                }
-                Outboxes::Held(alert) => {
-                    let waited = started.elapsed();
-                    if waited > self.config.lease + Duration::from_secs(5) {
-                        return Err(StageError::OutboxHeld {
-                            date: date.clone(),
-                            alert,
-                            waited,
-                        });
-                    }
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(2));
-                    continue;
-                }
+                self.lost(date, &mut conflicts, report).await?;
+                continue 'totals;
             }
 
-            let now = (self.clock)();
-            let decisions = decide(rules, date, &day.totals, changed, &records, generation, now);
-            report.alerts_checked += decisions.checked as u64;
-            for rule_error in &decisions.errors {
-                report.rule_errors += 1;
-                error!(date = %date, rule = %rule_error.rule, counter = rule_error.counter.as_deref(), error = %rule_error.message, "rule error: the rule could not be evaluated on these totals; the other rules still ran");
-            }
-            let mut conflict = false;
-            for mut record in decisions.writes {
-                let read_version = record.version - 1;
-                if record.outbox.is_some() {
-                    record.claimed_until = Some(now + lease_of(self.config.lease));
-                }
-                // A transaction: the record's write and the mark's check,
-                // each at twice the units of a plain write.
-                report.write_units += 2 * (capacity::write_units(record.item_size()) + MARK_UNITS);
-                match self
-                    .alerts
-                    .put_alert(&record, read_version, Some(generation))
-                    .await?
-                {
-                    PutOutcome::Written => {
-                        if record.outbox.is_some() {
-                            self.publish_and_clear(record, report).await?;
-                        }
-                    }
-                    PutOutcome::PreconditionFailed => {
-                        conflict = true;
-                        break;
-                    }
-                }
-            }
-            if conflict {
-                lost(&mut conflicts, report)?;
-                continue;
-            }
-
-            self.write_snapshot(&day, now).await?;
+            // The snapshot first: task B must not wait on alerting (an SNS
+            // outage, a held outbox).
+            self.write_snapshot(&day, (self.clock)()).await?;
             report.snapshots_written += 1;
             report.read_units += MARK_UNITS;
             if self.alerts.mark(date).await? != generation {
-                lost(&mut conflicts, report)?;
-                continue;
+                self.lost(date, &mut conflicts, report).await?;
+                continue 'totals;
             }
-            return Ok(());
+            if !self.alerting(date) {
+                report.dates_not_alerted += 1;
+                return Ok(());
+            }
+
+            let mut wait = Duration::from_millis(50);
+            loop {
+                let records: BTreeMap<String, AlertRecord> = self
+                    .alerts
+                    .alerts(date)
+                    .await?
+                    .into_iter()
+                    .map(|record| (record.alert.clone(), record))
+                    .collect();
+                // A query is billed on the total size it returns.
+                report.read_units += capacity::consistent_read_units(Some(
+                    records.values().map(AlertRecord::item_size).sum::<usize>(),
+                ));
+                match self.deliver_outboxes(&records, report).await? {
+                    Outboxes::Clear => {}
+                    Outboxes::Delivered => continue,
+                    Outboxes::Conflict => {
+                        self.lost(date, &mut conflicts, report).await?;
+                        continue;
+                    }
+                    Outboxes::Held(alert) => {
+                        let waited = started.elapsed();
+                        if waited > self.config.lease + Duration::from_secs(5) {
+                            return Err(StageError::OutboxHeld {
+                                date: date.clone(),
+                                alert,
+                                waited,
+                            });
+                        }
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(2));
+                        continue;
+                    }
+                }
+
+                let now = (self.clock)();
+                let decisions =
+                    decide(rules, date, &day.totals, changed, &records, generation, now);
+                report.alerts_checked += decisions.checked as u64;
+                for rule_error in &decisions.errors {
+                    report.rule_errors += 1;
+                    error!(date = %date, rule = %rule_error.rule, counter = rule_error.counter.as_deref(), error = %rule_error.message, "rule error: the rule could not be evaluated on these totals; the other rules still ran");
+                }
+                for mut record in decisions.writes {
+                    let read_version = record.version - 1;
+                    if record.outbox.is_some() {
+                        record.claimed_until = Some((self.clock)() + lease_of(self.config.lease));
+                    }
+                    // A transaction: the record's write and the mark's
+                    // check, each at twice the units of a plain write.
+                    report.write_units +=
+                        2 * (capacity::write_units(record.item_size()) + MARK_UNITS);
+                    match self
+                        .alerts
+                        .put_alert(&record, read_version, Some(generation))
+                        .await?
+                    {
+                        PutOutcome::Written => {
+                            if record.outbox.is_some() {
+                                self.publish_and_clear(record, report).await?;
+                            }
+                        }
+                        // The mark moved (newer totals exist) or the record
+                        // did: decide again on a fresh read.
+                        PutOutcome::PreconditionFailed => {
+                            self.lost(date, &mut conflicts, report).await?;
+                            continue 'totals;
+                        }
+                    }
+                }
+                return Ok(());
+            }
         }
+    }
+
+    /// Whether alerts are evaluated for `date`: the last
+    /// [`StageConfig::alert_days`] days by the stage's clock. Older dates
+    /// (a backfill, a reconcile of last month) get their snapshot only:
+    /// on-call are not paged for history, and alert records of such dates
+    /// would already be past their time to live.
+    fn alerting(&self, date: &Date) -> bool {
+        let Ok(day) = chrono::NaiveDate::parse_from_str(date.as_str(), "%Y-%m-%d") else {
+            return false;
+        };
+        let today = (self.clock)().date_naive();
+        let age = today.signed_duration_since(day).num_days();
+        age < i64::from(self.config.alert_days)
+    }
+
+    /// Counts a lost race and backs off a little before reading again, or
+    /// gives up once there were too many.
+    async fn lost(
+        &self,
+        date: &Date,
+        conflicts: &mut u32,
+        report: &mut RulesReport,
+    ) -> Result<(), StageError> {
+        *conflicts += 1;
+        report.conflicts += 1;
+        if *conflicts > self.config.max_conflicts {
+            return Err(StageError::Contended {
+                date: date.clone(),
+                conflicts: *conflicts,
+            });
+        }
+        // Full jitter from the clock's low bits, so concurrent losers spread.
+        let ceiling = 20u64 << (*conflicts).min(5);
+        let jitter = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::from(d.subsec_nanos()) % ceiling);
+        tokio::time::sleep(Duration::from_millis(jitter)).await;
+        Ok(())
     }
 
     /// Publishes what processes that died left in outboxes.
@@ -326,9 +379,27 @@ where
         mut record: AlertRecord,
         report: &mut RulesReport,
     ) -> Result<(), StageError> {
-        let Some(notification) = record.outbox.take() else {
+        let Some(notification) = record.outbox.clone() else {
             return Ok(());
         };
+        // Publishing after the lease ran out could race a process that took
+        // the outbox over: renew it first, and leave it to them if it is gone.
+        if record
+            .claimed_until
+            .is_none_or(|until| until <= (self.clock)() + lease_of(PUBLISH_BUDGET))
+        {
+            let read_version = record.version;
+            record.claimed_until = Some((self.clock)() + lease_of(self.config.lease));
+            record.version += 1;
+            report.write_units += capacity::write_units(record.item_size());
+            if self.alerts.put_alert(&record, read_version, None).await?
+                == PutOutcome::PreconditionFailed
+            {
+                warn!(alert = %notification.alert, transition = notification.transition, "the outbox's lease ran out and another invocation took it over; it publishes the message");
+                return Ok(());
+            }
+        }
+        record.outbox = None;
         self.notifier.publish(&notification).await?;
         report.messages_sent += 1;
         info!(alert = %notification.alert, transition = notification.transition, state = notification.state.as_str(), severity = %notification.severity, subject = %notification.subject(), "alert sent");
@@ -371,6 +442,12 @@ where
             .await
     }
 }
+
+/// The longest a Publish may take, with the SDK's retries: the SDK's
+/// operation timeout (40 s) and a margin. A publish starts only with at least
+/// this much of its lease left, so no other process can take the outbox over
+/// while it runs.
+const PUBLISH_BUDGET: Duration = Duration::from_secs(45);
 
 /// The day's mark is a few dozen bytes: one unit to read or write.
 const MARK_UNITS: u64 = 1;

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use tally_core::aggregate::{Basis, PartialItem, TotalItem};
 use tally_core::key::{Date, UploadKey};
 use tally_core::ports::{
-    AlertStore, ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, Precondition, PutOutcome,
-    StateStore, StoreError, TotalsStore,
+    AlertStore, ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectWriter, Precondition,
+    PutOutcome, StateStore, StoreError, TotalsStore,
 };
 use tally_core::rules::alert::AlertRecord;
 use tally_core::state::InstanceState;
@@ -228,6 +228,10 @@ pub enum PauseBefore {
     PartialsRead,
     /// Writing an alert record.
     PutAlert,
+    /// Claiming a day's mark.
+    Claim,
+    /// Writing an object (the rules stage's snapshot).
+    PutObject,
 }
 
 /// A store (the aggregate stage's tables, or the alert-state table) with
@@ -315,6 +319,7 @@ impl<T: AlertStore> AlertStore for Paused<T> {
     }
 
     async fn claim(&self, date: &Date, generation: u64) -> Result<PutOutcome, StoreError> {
+        self.maybe_pause(PauseBefore::Claim).await;
         self.inner.claim(date, generation).await
     }
 
@@ -326,5 +331,22 @@ impl<T: AlertStore> AlertStore for Paused<T> {
     ) -> Result<PutOutcome, StoreError> {
         self.maybe_pause(PauseBefore::PutAlert).await;
         self.inner.put_alert(record, read_version, mark).await
+    }
+}
+
+impl<T: ObjectWriter> ObjectWriter for Paused<T> {
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: bytes::Bytes,
+        content_type: &str,
+    ) -> Result<(), StoreError> {
+        self.maybe_pause(PauseBefore::PutObject).await;
+        self.inner.put(bucket, key, body, content_type).await
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.inner.list(bucket, prefix).await
     }
 }

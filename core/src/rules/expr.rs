@@ -30,6 +30,66 @@ use globset::{Glob, GlobMatcher};
 pub const MAX_EXPRESSION_BYTES: usize = 4096;
 /// Deepest nesting of parentheses accepted, for the same reason.
 pub const MAX_NESTING: usize = 32;
+/// Longest run of operators in a row (`>= -`, `!!`): each unary one nests
+/// the parse a level deeper.
+pub const MAX_OPERATOR_RUN: usize = 8;
+/// Most `^` accepted: exponentiation is right-associative, so a chain of
+/// them nests too.
+pub const MAX_EXPONENTS: usize = 16;
+
+/// Refuses, before evalexpr's recursive parser sees them, expressions that
+/// would nest deeper than a thread's stack allows: parentheses, runs of
+/// unary operators and chains of `^`, counted outside string literals.
+fn check_shape(source: &str) -> Result<(), String> {
+    let (mut depth, mut run, mut exponents) = (0usize, 0usize, 0usize);
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in source.chars() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                run = 0;
+            }
+            '(' => {
+                depth += 1;
+                run = 0;
+                if depth > MAX_NESTING {
+                    return Err(format!("parentheses nest deeper than {MAX_NESTING} levels"));
+                }
+            }
+            ')' => {
+                depth = depth.saturating_sub(1);
+                run = 0;
+            }
+            '-' | '!' | '+' | '*' | '/' | '%' | '^' | '&' | '|' | '=' | '<' | '>' => {
+                run += 1;
+                if c == '^' {
+                    exponents += 1;
+                }
+                if run > MAX_OPERATOR_RUN {
+                    return Err(format!(
+                        "more than {MAX_OPERATOR_RUN} operators in a row; write the expression plainly"
+                    ));
+                }
+                if exponents > MAX_EXPONENTS {
+                    return Err(format!("more than {MAX_EXPONENTS} `^` in one expression"));
+                }
+            }
+            c if c.is_whitespace() => {}
+            _ => run = 0,
+        }
+    }
+    Ok(())
+}
 
 /// A parsed, checked expression.
 #[derive(Debug, Clone)]
@@ -46,7 +106,8 @@ pub struct Expression {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub holds: bool,
-    /// The totals it read by name (those that exist), for the alert.
+    /// The totals it read by name (those that exist), and what its `sum`
+    /// and `count` calls found (as `sum("errors.*")`), for the alert.
     pub values: BTreeMap<String, i128>,
 }
 
@@ -77,19 +138,7 @@ impl Expression {
                 source.len()
             ));
         }
-        let mut depth = 0usize;
-        for c in source.chars() {
-            match c {
-                '(' => {
-                    depth += 1;
-                    if depth > MAX_NESTING {
-                        return Err(format!("parentheses nest deeper than {MAX_NESTING} levels"));
-                    }
-                }
-                ')' => depth = depth.saturating_sub(1),
-                _ => {}
-            }
-        }
+        check_shape(source)?;
         if source.trim().is_empty() {
             return Err("the expression is empty".to_owned());
         }
@@ -141,17 +190,19 @@ impl Expression {
             .tree
             .eval_with_context(&context)
             .map_err(|e| describe(&e))?;
+        let aggregates = context.aggregates.into_inner();
         let Value::Boolean(holds) = value else {
             return Err(format!(
                 "gives {value} ({}), not true or false",
                 type_name(&value)
             ));
         };
-        let values = self
+        let mut values: BTreeMap<String, i128> = self
             .counters
             .iter()
             .filter_map(|name| totals.get(name).map(|v| (name.clone(), v)))
             .collect();
+        values.extend(aggregates);
         Ok(Outcome { holds, values })
     }
 
@@ -304,6 +355,8 @@ struct DayContext<'a> {
     expression: &'a Expression,
     totals: &'a dyn Totals,
     variables: HashMap<String, Value>,
+    /// What `sum` and `count` calls found, to send with the alert.
+    aggregates: std::cell::RefCell<BTreeMap<String, i128>>,
 }
 
 impl<'a> DayContext<'a> {
@@ -317,6 +370,7 @@ impl<'a> DayContext<'a> {
             expression,
             totals,
             variables,
+            aggregates: Default::default(),
         }
     }
 
@@ -360,11 +414,17 @@ impl Context for DayContext<'_> {
                 let sum = self
                     .matching(&glob)?
                     .fold(0i128, |sum, v| sum.saturating_add(v));
+                self.aggregates
+                    .borrow_mut()
+                    .insert(format!("sum({glob:?})"), sum);
                 Ok(total_value(sum))
             }
             "count" => {
                 let glob = argument.as_string()?;
                 let count = self.matching(&glob)?.count();
+                self.aggregates
+                    .borrow_mut()
+                    .insert(format!("count({glob:?})"), count as i128);
                 Ok(Value::Int(i64::try_from(count).unwrap_or(i64::MAX)))
             }
             "ratio" => ratio(argument),
@@ -453,7 +513,11 @@ mod tests {
         let e = Expression::parse(r#"sum("err.*") > 10 && count("err.*") == 2"#).unwrap();
         assert!(e.needs_all_totals() && e.depends_on("err.db") && !e.depends_on("ok"));
         let day = totals(&[("err.db", 6), ("err.net", 5), ("ok", 100)]);
-        assert!(e.evaluate(&day).unwrap().holds);
+        let outcome = e.evaluate(&day).unwrap();
+        assert!(outcome.holds);
+        // On-call see what the sums came to.
+        assert_eq!(outcome.values[r#"sum("err.*")"#], 11);
+        assert_eq!(outcome.values[r#"count("err.*")"#], 2);
     }
 
     #[test]
@@ -484,6 +548,32 @@ mod tests {
         assert!(e.evaluate(&totals(&[("a", i64::MAX as i128)])).is_err());
     }
 
+    /// evalexpr's parser recurses per unary operator and per `^`; on a
+    /// thread with a small stack, such expressions are refused rather than
+    /// overflowing it.
+    #[test]
+    fn expressions_that_would_nest_too_deeply_are_refused_without_overflowing() {
+        let hostile = [
+            format!("{}a > 1", "-".repeat(4000)),
+            format!("{}a", "!".repeat(4000)),
+            format!("{}a > 1", "- ".repeat(2000)),
+            format!("a{} > 1", "^a".repeat(2000)),
+        ];
+        let refused = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || {
+                hostile
+                    .iter()
+                    .map(|e| Expression::parse(e).is_err())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(refused, [true; 4]);
+        assert!(Expression::parse("a >= -1 && !(b < -2)").is_ok());
+    }
+
     #[test]
     fn totals_beyond_i64_are_compared_as_floats() {
         let e = Expression::parse("a > 9000000000000000000").unwrap();
@@ -511,6 +601,10 @@ mod tests {
         }
         let deep = format!("{}a{} > 1", "(".repeat(100), ")".repeat(100));
         assert!(Expression::parse(&deep).unwrap_err().contains("nest"));
+        // Parentheses inside a name are not nesting.
+        assert!(
+            Expression::parse(r#"counter("((((((((((((((((((((((((((((((((((((x", 0) > 1"#).is_ok()
+        );
         let long = format!("a > {}", "1".repeat(MAX_EXPRESSION_BYTES));
         assert!(Expression::parse(&long).unwrap_err().contains("bytes"));
     }

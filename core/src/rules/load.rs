@@ -23,7 +23,14 @@ pub const MAX_FILE_BYTES: usize = 1 << 20;
 /// Deepest flow nesting (`[`, `{`) and widest indentation accepted: the
 /// YAML parser recurses, and no rules file needs more.
 const MAX_FLOW_DEPTH: usize = 64;
-const MAX_INDENT: usize = 256;
+const MAX_INDENT: usize = 128;
+const MAX_COMPACT_PER_LINE: usize = 32;
+/// Longest description, summary or runbook link, and label value, in
+/// characters: an alert must fit an SNS message (256 KB) and its record a
+/// DynamoDB item (400 KB), and on-call read it on a phone.
+pub const MAX_TEXT_CHARS: usize = 2000;
+pub const MAX_LABEL_CHARS: usize = 256;
+pub const MAX_LABELS: usize = 32;
 
 /// Where something is in a rules file; lines and columns count from 1.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -227,6 +234,8 @@ impl FileLoader<'_> {
     }
 
     fn load(&self, text: &str, problems: &mut Vec<Problem>) -> Vec<Rule> {
+        // Some Windows editors start UTF-8 files with a byte-order mark.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         if let Err(problem) = self.guard(text) {
             problems.push(problem);
             return Vec::new();
@@ -289,47 +298,14 @@ impl FileLoader<'_> {
 
     /// Refuses what the YAML parser should not be given.
     fn guard(&self, text: &str) -> Result<(), Problem> {
-        let fail = |line: usize, message: String| Problem {
+        guard_yaml(text).map_err(|(line, message)| Problem {
             location: Location {
                 file: self.name.to_owned(),
                 line,
                 column: 1,
             },
             message,
-        };
-        if text.len() > MAX_FILE_BYTES {
-            return Err(fail(
-                1,
-                format!(
-                    "the file is {} bytes; rules files are at most {MAX_FILE_BYTES}",
-                    text.len()
-                ),
-            ));
-        }
-        let mut depth = 0usize;
-        for (index, line) in text.lines().enumerate() {
-            let indent = line.len() - line.trim_start().len();
-            if indent > MAX_INDENT {
-                return Err(fail(
-                    index + 1,
-                    format!("indented more than {MAX_INDENT} columns; nest less deeply"),
-                ));
-            }
-            for c in line.chars() {
-                match c {
-                    '[' | '{' => depth += 1,
-                    ']' | '}' => depth = depth.saturating_sub(1),
-                    _ => {}
-                }
-                if depth > MAX_FLOW_DEPTH {
-                    return Err(fail(
-                        index + 1,
-                        format!("brackets nest deeper than {MAX_FLOW_DEPTH} levels"),
-                    ));
-                }
-            }
-        }
-        Ok(())
+        })
     }
 
     fn load_error(&self, error: &marked_yaml::LoadError) -> Problem {
@@ -553,7 +529,35 @@ impl FileLoader<'_> {
                 })
             }
         };
+        for (key, text) in [
+            ("description", &spec.description),
+            ("summary", &spec.summary),
+            ("runbook", &spec.runbook),
+        ] {
+            if let Some(text) = text
+                && text.chars().count() > MAX_TEXT_CHARS
+            {
+                fail(
+                    key,
+                    format!(
+                        "{key}: longer than {MAX_TEXT_CHARS} characters; link to a runbook for the detail"
+                    ),
+                );
+            }
+        }
         let labels = spec.labels.clone().unwrap_or_default();
+        if labels.len() > MAX_LABELS {
+            fail("labels", format!("more than {MAX_LABELS} labels"));
+        }
+        if labels
+            .values()
+            .any(|value| value.chars().count() > MAX_LABEL_CHARS)
+        {
+            fail(
+                "labels",
+                format!("a label value is longer than {MAX_LABEL_CHARS} characters"),
+            );
+        }
         for key in labels.keys() {
             if !valid_label_name(key) {
                 fail(
@@ -624,6 +628,60 @@ impl FileLoader<'_> {
             location: self.at_node(rule_node),
         })
     }
+}
+
+/// Refuses a YAML text before it reaches the parser, which recurses once per
+/// level of nesting: oversized files, and nesting deeper than any rules or
+/// test file needs, whether by indentation, brackets, or compact
+/// collections on one line (`- - - a`). Gives the line and the reason.
+pub(crate) fn guard_yaml(text: &str) -> Result<(), (usize, String)> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err((
+            1,
+            format!(
+                "the file is {} bytes; rules files are at most {MAX_FILE_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    let mut depth = 0usize;
+    for (index, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start().len();
+        if indent > MAX_INDENT {
+            return Err((
+                index + 1,
+                format!("indented more than {MAX_INDENT} columns; nest less deeply"),
+            ));
+        }
+        // Each `- `, `? ` or `: ` may open a collection on the same line.
+        let bytes = line.as_bytes();
+        let compact = bytes
+            .windows(2)
+            .filter(|pair| matches!(pair, [b'-' | b'?' | b':', b' ']))
+            .count();
+        if compact > MAX_COMPACT_PER_LINE {
+            return Err((
+                index + 1,
+                format!(
+                    "more than {MAX_COMPACT_PER_LINE} `- `, `? ` or `: ` on one line; put nested items on lines of their own"
+                ),
+            ));
+        }
+        for c in line.chars() {
+            match c {
+                '[' | '{' => depth += 1,
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            if depth > MAX_FLOW_DEPTH {
+                return Err((
+                    index + 1,
+                    format!("brackets nest deeper than {MAX_FLOW_DEPTH} levels"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where a node starts as a person sees it: a mapping's first key (the
@@ -977,6 +1035,45 @@ rules:
         one(&wide, 2, 1, "indented more than");
         let huge = format!("rules: []\n#{}\n", "x".repeat(MAX_FILE_BYTES));
         one(&huge, 1, 1, "rules files are at most");
+    }
+
+    #[test]
+    fn compact_nesting_on_one_line_is_refused_without_overflowing() {
+        let hostile = [
+            format!("rules:\n  {}a\n", "- ".repeat(30_000)),
+            format!("rules:\n  - {}x\n", "a: ".repeat(30_000)),
+        ];
+        let found = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || hostile.iter().map(|h| problems(h)).collect::<Vec<_>>())
+            .unwrap()
+            .join()
+            .unwrap();
+        for problems in found {
+            assert_eq!(problems.len(), 1);
+            assert!(
+                problems[0].starts_with("ops/limits.yaml:2:1: more than 32"),
+                "{}",
+                problems[0]
+            );
+        }
+    }
+
+    #[test]
+    fn texts_too_long_for_a_message_are_refused() {
+        let long = "x".repeat(MAX_TEXT_CHARS + 1);
+        one(
+            &format!("rules:\n  - name: a\n    counter: X\n    max: 1\n    description: {long}\n"),
+            5,
+            18,
+            "description: longer than 2000 characters",
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_ignored() {
+        let yaml = "\u{feff}rules:\n  - name: a\n    counter: X\n    max: 1\n";
+        assert_eq!(RuleSet::load(&[("a.yaml", yaml)]).unwrap().rules().len(), 1);
     }
 
     #[test]

@@ -146,6 +146,16 @@ pub fn run_file(rules: &RuleSet, file: &str, text: &str) -> Outcome {
             message,
         })
     };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Err((line, message)) = super::load::guard_yaml(text) {
+        let location = Location {
+            file: file.to_owned(),
+            line,
+            column: 1,
+        };
+        fail(&mut outcome, location, "", message);
+        return outcome;
+    }
     let options = LoaderOptions::default()
         .error_on_duplicate_keys(true)
         .toplevel_mapping();
@@ -413,6 +423,13 @@ mod tests {
         let file = "tests:\n  - name: typo\n    evaluations:\n      - totals: {}\n        alerts: [{rule: counter1-mx, state: firing}]\n";
         let failure = run_file(&rules(), "t.yaml", file).failures[0].to_string();
         assert!(failure.contains("which no rules file defines"), "{failure}");
+    }
+
+    #[test]
+    fn a_hostile_test_file_is_refused_before_parsing() {
+        let file = format!("tests:\n  {}a\n", "- ".repeat(30_000));
+        let failure = run_file(&rules(), "t.yaml", &file).failures[0].to_string();
+        assert!(failure.starts_with("t.yaml:2:1: more than 32"), "{failure}");
     }
 
     #[test]
