@@ -11,7 +11,7 @@ fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     let config = manifest.join("..").join("rules-config");
     println!("cargo:rerun-if-changed={}", config.display());
-    let files = match bundle::load_config_dir(&config) {
+    let files = match bundle::load_config_dir(&config, "rules-config") {
         Ok(files) => files,
         Err(problems) => {
             eprintln!(

@@ -9,10 +9,15 @@
 //!
 //! - [`apply`]: one batch of changes against the tables;
 //! - [`handler`]: one Lambda invocation, its decoding and failure reporting;
-//! - [`reconcile`]: recompute a day from the state table and repair drift.
+//! - [`reconcile`]: recompute a day from the state table and repair drift;
+//! - [`settings`]: the environment the Lambda reads;
+//! - [`wiring`]: the stage over DynamoDB, as the Lambda and the `tally`
+//!   command's AWS tools build it.
 
 pub mod apply;
 pub mod handler;
 pub mod reconcile;
+pub mod settings;
+pub mod wiring;
 
 pub use apply::{AggregateReport, Aggregator};

@@ -42,6 +42,19 @@ pub struct ReconcileReport {
     pub counters: u64,
     /// Whether differences were written (false for a check).
     pub repaired: bool,
+    /// Each total that differed, as stored and as recomputed.
+    pub drift: Vec<TotalDrift>,
+}
+
+/// One counter's total as the totals table held it and as the state table
+/// says it should be. `None` is no value: absent, or no contributor left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TotalDrift {
+    pub counter: String,
+    pub stored: Option<Exact>,
+    pub stored_contributors: i64,
+    pub recomputed: Option<Exact>,
+    pub recomputed_contributors: i64,
 }
 
 /// Compares (and with `repair`, fixes) one day's partials and totals
@@ -135,14 +148,26 @@ pub async fn reconcile<S: StateStore, T: TotalsStore>(
         .iter()
         .map(|t| (t.counter.as_str(), (t.value, t.contributors.max(0))))
         .collect();
-    let drifted: BTreeSet<String> = recomputed
+    let drift: Vec<TotalDrift> = recomputed
         .iter()
         .filter(|t| stored.get(t.counter.as_str()).copied() != Some((t.value, t.contributors)))
         // A counter that never had a total and has no contributor is fine.
         .filter(|t| !t.is_removed() || stored.contains_key(t.counter.as_str()))
-        .map(|t| t.counter.clone())
+        .map(|t| {
+            let (stored, stored_contributors) =
+                stored.get(t.counter.as_str()).copied().unwrap_or((None, 0));
+            TotalDrift {
+                counter: t.counter.clone(),
+                stored,
+                stored_contributors,
+                recomputed: t.value,
+                recomputed_contributors: t.contributors,
+            }
+        })
         .collect();
+    let drifted: BTreeSet<String> = drift.iter().map(|d| d.counter.clone()).collect();
     report.totals_repaired = drifted.len() as u64;
+    report.drift = drift;
     if repair && !drifted.is_empty() {
         // Stand on every bucket as it is now, repaired.
         let own: BTreeMap<u64, u64> = store

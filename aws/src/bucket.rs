@@ -1,11 +1,18 @@
 //! Objects on S3: reading the counters the fleet uploads ([`ObjectStore`]),
 //! and writing and listing the rules stage's snapshots and rules files
 //! ([`ObjectWriter`]). One client serves any bucket a call names.
+//!
+//! [`create_bucket`] and [`notify_topic`] set up a bucket like the
+//! deployment's, for test servers and local tooling (`tally dev up`).
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, CreateBucketConfiguration, Event, FilterRule, FilterRuleName,
+    NotificationConfiguration, NotificationConfigurationFilter, S3KeyFilter, TopicConfiguration,
+};
 use bytes::Bytes;
 use tally_core::ports::{
     ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectWriter, StoreError, normalize_etag,
@@ -189,4 +196,139 @@ impl ObjectWriter for S3ObjectStore {
             }
         }
     }
+}
+
+/// Creates `bucket` unless this account already owns it. `region` is the
+/// client's region: outside us-east-1 S3 needs it as the location
+/// constraint. For test servers and local tooling.
+pub async fn create_bucket(client: &Client, bucket: &str, region: &str) -> Result<(), StoreError> {
+    let request = client.create_bucket().bucket(bucket);
+    let request = if region == "us-east-1" {
+        request
+    } else {
+        request.create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(region))
+                .build(),
+        )
+    };
+    match request.send().await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let operation = format!("S3 CreateBucket {bucket}");
+            match e.as_service_error() {
+                Some(service) if service.is_bucket_already_owned_by_you() => Ok(()),
+                Some(service) if service.is_bucket_already_exists() => Err(StoreError::new(
+                    operation,
+                    "the name is taken by another account (bucket names are global); choose another name",
+                )),
+                _ => Err(s3_error(operation, e)),
+            }
+        }
+    }
+}
+
+/// Sends the bucket's `ObjectCreated` and `ObjectRemoved` events for keys
+/// under `prefix` to the SNS topic `topic_arn`, keeping the bucket's other
+/// notifications. Returns whether the configuration changed: an identical
+/// one is left alone, since each change makes S3 send a test event.
+pub async fn notify_topic(
+    client: &Client,
+    bucket: &str,
+    topic_arn: &str,
+    prefix: &str,
+) -> Result<bool, StoreError> {
+    const EVENTS: [&str; 2] = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"];
+    let current = match client
+        .get_bucket_notification_configuration()
+        .bucket(bucket)
+        .send()
+        .await
+    {
+        Ok(current) => current,
+        // moto (5.2) answers a bucket without notifications with a 200 whose
+        // XML root is not `NotificationConfiguration`, which the SDK cannot
+        // parse; AWS sends an empty `NotificationConfiguration`. Both mean
+        // "none configured".
+        Err(e)
+            if e.raw_response()
+                .is_some_and(|response| response.status().as_u16() == 200) =>
+        {
+            aws_sdk_s3::operation::get_bucket_notification_configuration::GetBucketNotificationConfigurationOutput::builder().build()
+        }
+        Err(e) => {
+            return Err(s3_error(
+                format!("S3 GetBucketNotificationConfiguration {bucket}"),
+                e,
+            ));
+        }
+    };
+    let prefix_of = |config: &TopicConfiguration| -> Option<String> {
+        config
+            .filter
+            .as_ref()
+            .and_then(|f| f.key.as_ref())
+            .and_then(|k| k.filter_rules.as_ref())
+            .and_then(|rules| {
+                rules.iter().find(|rule| {
+                    rule.name
+                        .as_ref()
+                        .is_some_and(|n| n.as_str().eq_ignore_ascii_case("prefix"))
+                })
+            })
+            .and_then(|rule| rule.value.clone())
+    };
+    let topics = current.topic_configurations.unwrap_or_default();
+    let already = topics.iter().any(|config| {
+        let mut events: Vec<&str> = config.events.iter().map(Event::as_str).collect();
+        events.sort_unstable();
+        config.topic_arn == topic_arn
+            && events == EVENTS
+            && prefix_of(config).as_deref() == Some(prefix)
+    });
+    if already {
+        return Ok(false);
+    }
+    let operation = || format!("S3 PutBucketNotificationConfiguration {bucket}");
+    let ours = TopicConfiguration::builder()
+        .id("tally-uploads")
+        .topic_arn(topic_arn)
+        .events(Event::from(EVENTS[0]))
+        .events(Event::from(EVENTS[1]))
+        .filter(
+            NotificationConfigurationFilter::builder()
+                .key(
+                    S3KeyFilter::builder()
+                        .filter_rules(
+                            FilterRule::builder()
+                                .name(FilterRuleName::Prefix)
+                                .value(prefix)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build(),
+        )
+        .build()
+        .map_err(|e| StoreError::new(operation(), e))?;
+    let mut topics: Vec<TopicConfiguration> = topics
+        .into_iter()
+        .filter(|config| config.topic_arn != topic_arn)
+        .collect();
+    topics.push(ours);
+    client
+        .put_bucket_notification_configuration()
+        .bucket(bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .set_topic_configurations(Some(topics))
+                .set_queue_configurations(current.queue_configurations)
+                .set_lambda_function_configurations(current.lambda_function_configurations)
+                .set_event_bridge_configuration(current.event_bridge_configuration)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| s3_error(operation(), e))?;
+    Ok(true)
 }

@@ -11,13 +11,24 @@
 //! - [`alerts_table`]: the rules stage's alert records and per-day mark;
 //! - [`bucket`]: S3: the bucket the fleet uploads to, and the objects the
 //!   rules stage writes and lists;
-//! - [`topic`]: the SNS topic alerts are published to.
+//! - [`topic`]: the SNS topic alerts are published to;
+//! - [`metrics`]: each function's figures as CloudWatch metrics (one
+//!   Embedded Metric Format line per invocation);
+//! - with the `dev` feature, for local tooling (`tally dev`) and tests:
+//!   [`streams`], reading a table's stream as Lambda's event source mapping
+//!   does, and [`queue`], SQS queues polled as Lambda's SQS event source
+//!   polls them and subscribed to topics.
 
 pub mod alerts_table;
 pub mod bucket;
 pub mod config;
+pub mod metrics;
+#[cfg(feature = "dev")]
+pub mod queue;
 mod schema;
 pub mod state_table;
+#[cfg(feature = "dev")]
+pub mod streams;
 pub mod topic;
 pub mod totals_tables;
 
@@ -27,7 +38,7 @@ use tally_core::ports::StoreError;
 /// Wraps an SDK error with what was being done, keeping the service's error
 /// code and message (`ProvisionedThroughputExceededException: ...`) rather
 /// than the SDK's generic "service error".
-pub(crate) fn store_error<E>(operation: String, error: E) -> StoreError
+pub fn store_error<E>(operation: String, error: E) -> StoreError
 where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
 {

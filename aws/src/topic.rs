@@ -73,3 +73,19 @@ impl Notifier for SnsNotifier {
         Ok(())
     }
 }
+
+/// Creates an SNS topic unless it exists (`CreateTopic` returns the
+/// existing topic's ARN for the same name) and returns its ARN. For test
+/// servers and local tooling; production topics come from the deployment
+/// template.
+pub async fn create_topic(client: &Client, name: &str) -> Result<String, StoreError> {
+    let operation = || format!("SNS CreateTopic {name}");
+    client
+        .create_topic()
+        .name(name)
+        .send()
+        .await
+        .map_err(|e| store_error(operation(), e.into_service_error()))?
+        .topic_arn
+        .ok_or_else(|| StoreError::new(operation(), "no topic ARN came back"))
+}

@@ -1,10 +1,13 @@
-//! `tally demo`: the ingest stage on a sample fleet, on this machine.
+//! `tally demo`: the whole pipeline on a sample fleet, on this machine.
 //!
-//! Everything goes through the code the Lambda runs ([`Ingestor::apply_all`])
-//! over the embedded adapters. Write units are computed from the items
-//! written by DynamoDB's billing rules, so the figures are what the same
-//! rounds would cost on DynamoDB; the seed's per-counter design is costed
-//! the same way, from the item it would write.
+//! It writes the seed's fleet (100 instances × 100 counters by default) into
+//! a directory laid out like the bucket and runs compressed "minutes" of
+//! uploads through the embedded runtime, the same code as `tally run` and
+//! the Lambdas, with the rules in rules-config/. Each minute it shows what
+//! changed, the alerts sent, where the snapshot is and how long the minute
+//! took, and what the same minute costs on DynamoDB next to the seed's
+//! per-counter design (write units computed from the items by DynamoDB's
+//! billing rules).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,163 +17,90 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tally_core::capacity;
 use tally_core::key::{Date, UploadKey};
-use tally_core::ordering::OrderingKey;
-use tally_core::state::StateItem;
-use tally_embedded::directory::DirectoryStore;
-use tally_embedded::sqlite::SqliteStateStore;
-use tally_ingest::event::{Change, Notice};
-use tally_ingest::{IngestConfig, IngestReport, Ingestor};
+use tally_embedded::notifier::JsonLinesNotifier;
+
+use crate::runtime::{CycleReport, Runtime, RuntimeConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Instances in the sample fleet.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(10..=100_000))]
     instances: u32,
     /// Counters each instance reports.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     counters: u32,
-    /// Where to lay out the bucket and the state database (default: a new
+    /// Where to lay out the bucket and the database (default: a new
     /// temporary directory, kept so you can look at it).
     #[arg(long)]
     dir: Option<PathBuf>,
 }
 
-/// The sample fleet and the stores it uploads to.
+/// The sample fleet: each instance's current cumulative counters.
 struct Fleet {
+    root: PathBuf,
     date: Date,
-    instances: u32,
     counters: u32,
-    /// Current values, per instance, per counter.
-    values: Vec<Vec<i64>>,
-    bucket: DirectoryStore,
-    state: SqliteStateStore,
-    ingestor: Ingestor<SqliteStateStore, DirectoryStore>,
-    next_sequencer: u64,
-    log_position: i64,
+    /// Per instance, per counter; `None` for a retired instance.
+    values: Vec<Option<Vec<i64>>>,
 }
 
-const BUCKET_NAME: &str = "local";
-
 impl Fleet {
-    fn instance_id(i: u32) -> String {
-        format!("i-{i:05}")
-    }
-
     fn counter_name(c: u32) -> String {
         format!("COUNTER{}", c + 1)
     }
 
-    fn key(&self, i: u32) -> String {
+    fn key(&self, i: usize) -> String {
         UploadKey {
             date: self.date.clone(),
-            instance: Self::instance_id(i),
+            instance: format!("i-{i:05}"),
         }
         .object_key(tally_core::key::DEFAULT_PREFIX)
     }
 
-    fn body(&self, i: u32) -> String {
-        let mut body = String::with_capacity(self.counters as usize * 16);
-        for (c, value) in self.values[i as usize].iter().enumerate() {
-            body.push_str(&Self::counter_name(c as u32));
-            body.push(' ');
-            body.push_str(&value.to_string());
-            body.push('\n');
-        }
-        body
-    }
-
-    fn sequencer(&mut self) -> OrderingKey {
-        self.next_sequencer += 1;
-        // S3 sequencers are hex; this one starts where a real one might.
-        OrderingKey::from_sequencer(&format!(
-            "{:X}",
-            0x0055_AED6_DCD9_0000 + self.next_sequencer
-        ))
-        .expect("hex is a sequencer")
-    }
-
-    /// Writes an object as an instance would and returns the S3 event's notice.
-    fn upload(&mut self, i: u32, body: &str) -> Result<Notice> {
-        let key = self.key(i);
-        let path = self.bucket.path_of(&key)?;
+    fn write(&self, i: usize, body: &str) -> Result<()> {
+        let path = self.root.join(self.key(i));
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
-        std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
-        Ok(Notice {
-            bucket: BUCKET_NAME.into(),
-            object_key: key,
-            version_id: None,
-            ordering: self.sequencer(),
-            change: Change::Created {
-                etag: Some(DirectoryStore::etag_of(body.as_bytes())),
-            },
-        })
+        std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))
     }
 
-    fn delete(&mut self, i: u32) -> Result<Notice> {
-        let key = self.key(i);
-        let path = self.bucket.path_of(&key)?;
-        std::fs::remove_file(&path).with_context(|| format!("deleting {}", path.display()))?;
-        Ok(Notice {
-            bucket: BUCKET_NAME.into(),
-            object_key: key,
-            version_id: None,
-            ordering: self.sequencer(),
-            change: Change::Removed,
-        })
+    /// Every live instance uploads its current counters.
+    fn upload_all(&self) -> Result<()> {
+        for (i, values) in self.values.iter().enumerate() {
+            if let Some(values) = values {
+                let mut body = String::with_capacity(values.len() * 16);
+                for (c, value) in values.iter().enumerate() {
+                    body.push_str(&Self::counter_name(c as u32));
+                    body.push(' ');
+                    body.push_str(&value.to_string());
+                    body.push('\n');
+                }
+                self.write(i, &body)?;
+            }
+        }
+        Ok(())
     }
 
-    /// Applies the notices as one batch and reports the round.
-    async fn round(
-        &mut self,
-        title: &str,
-        notices: &[Notice],
-        seed_writes: Option<u64>,
-    ) -> Result<IngestReport> {
-        let started = Instant::now();
-        let mut report = IngestReport {
-            records: notices.len() as u64,
-            ..IngestReport::default()
-        };
-        let failed = self.ingestor.apply_all(notices, &mut report).await;
-        let elapsed = started.elapsed();
-        if let Some((position, error)) = failed.first() {
-            anyhow::bail!("{}: {error}", notices[*position].object_key);
+    /// The first `share` of counters grow by `by` on every live instance.
+    fn grow(&mut self, share: f64, by: i64) {
+        let moving = ((f64::from(self.counters) * share).ceil() as usize).max(1);
+        for values in self.values.iter_mut().flatten() {
+            for value in values.iter_mut().take(moving) {
+                *value += by;
+            }
         }
-        let changes = self
-            .state
-            .changes_after(self.log_position, usize::MAX >> 1)?;
-        if let Some(last) = changes.last() {
-            self.log_position = last.sequence;
-        }
-        println!("{title}");
-        println!(
-            "  events: {} → {} written, {} unchanged, {} stale or duplicate, {} rejected, {} ignored",
-            report.records,
-            report.written,
-            report.unchanged,
-            report.stale + report.duplicate,
-            report.rejected,
-            report.ignored
-        );
-        println!(
-            "  state table: {} writes, {} write units, {} read units; {} change records for the aggregate stage; {:.1} ms",
-            report.capacity.writes,
-            report.capacity.write_units,
-            report.capacity.read_units,
-            changes.len(),
-            elapsed.as_secs_f64() * 1000.0
-        );
-        if let Some(seed_writes) = seed_writes {
-            println!(
-                "  the seed's per-counter design: {} writes, {} write units",
-                seed_writes,
-                seed_writes * self.seed_item_units()
-            );
-        }
-        Ok(report)
+    }
+
+    fn retire(&mut self, i: usize) -> Result<()> {
+        self.values[i] = None;
+        let path = self.root.join(self.key(i));
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
+    }
+
+    fn live(&self) -> usize {
+        self.values.iter().flatten().count()
     }
 
     /// Write units of one item of the seed's table: (Counter, Date) with a
@@ -188,8 +118,11 @@ impl Fleet {
         let item = SeedItem {
             counter: Self::counter_name(0),
             date: self.date.to_string(),
-            instance_values: (0..self.instances)
-                .map(|i| (Self::instance_id(i), self.values[i as usize][0]))
+            instance_values: self
+                .values
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.as_ref().map(|v| (format!("i-{i:05}"), v[0])))
                 .collect(),
         };
         serde_dynamo::to_item::<_, serde_dynamo::Item>(item)
@@ -198,184 +131,193 @@ impl Fleet {
     }
 }
 
-/// A small deterministic generator, so every run shows the same fleet.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-}
-
 pub async fn run(args: DemoArgs) -> Result<()> {
     let root = match args.dir {
-        Some(dir) => {
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            dir
-        }
+        Some(dir) => dir,
         None => tempfile::Builder::new()
             .prefix("tally-demo-")
             .tempdir()
-            .context("creating a temporary directory (set TMPDIR or pass --dir)")?
+            .context("creating a temporary directory")?
             .keep(),
     };
-    let bucket = DirectoryStore::new(root.join("bucket"));
-    let state_path = root.join("state.sqlite");
-    let state = SqliteStateStore::open(&state_path)?;
-    let date = Date::parse(&chrono::Utc::now().format("%Y-%m-%d").to_string())?;
-    let mut random = Lcg(20151116);
-    let values = (0..args.instances)
-        .map(|_| {
-            (0..args.counters)
-                .map(|_| (random.next() % 100_000) as i64)
-                .collect()
-        })
-        .collect();
-    let ingestor = Ingestor::new(state.clone(), bucket.clone(), IngestConfig::default());
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let notifier = JsonLinesNotifier::silent().keeping();
+    let mut runtime = Runtime::open(RuntimeConfig {
+        root: root.clone(),
+        database: root.join(".tally").join("tally.sqlite"),
+        prefix: tally_core::key::DEFAULT_PREFIX.to_owned(),
+        snapshot_prefix: "totals".to_owned(),
+        rules: tally_rules::bundled::rules(),
+        notifier: notifier.clone(),
+        alert_days: 2,
+    })?;
+    // Today: the rules stage alerts on recent days only.
+    let today = chrono::Utc::now()
+        .date_naive()
+        .format("%Y-%m-%d")
+        .to_string();
+    let date = Date::parse(&today).context("today's date")?;
     let mut fleet = Fleet {
-        date,
-        instances: args.instances,
+        root: root.clone(),
+        date: date.clone(),
         counters: args.counters,
-        values,
-        bucket,
-        state,
-        ingestor,
-        next_sequencer: 0,
-        log_position: 0,
+        values: (0..args.instances)
+            .map(|_| {
+                Some(
+                    (0..args.counters)
+                        .map(|c| if c == 0 { 1_000 } else { 10 * i64::from(c) })
+                        .collect(),
+                )
+            })
+            .collect(),
     };
-    let per_round = u64::from(args.instances) * u64::from(args.counters);
+    let instances = args.instances as usize;
 
     println!(
-        "tally demo: the ingest stage on a fleet of {} instances × {} counters, on this machine",
-        args.instances, args.counters
+        "tally demo: {} instances × {} counters uploading to {}/counters/{date}/",
+        args.instances,
+        args.counters,
+        root.display()
     );
-    println!("  bucket:      {}", fleet.bucket.root().display());
     println!(
-        "  state table: {} (SQLite, same items as DynamoDB)",
-        state_path.display()
+        "rules: rules-config/ as built in ({} rules); counter1-max fires when COUNTER1 passes 150000 for the day",
+        tally_rules::bundled::rules().rules().len()
     );
     println!();
 
-    let mut first_round = Vec::new();
-    for i in 0..args.instances {
-        let body = fleet.body(i);
-        first_round.push(fleet.upload(i, &body)?);
+    let mut show = Show {
+        runtime: &mut runtime,
+        notifier: &notifier,
+        date: &date,
+        root: &root,
+    };
+
+    fleet.upload_all()?;
+    show.minute(
+        1,
+        "every instance uploads its counters (COUNTER1 = 1000 each)",
+        &fleet,
+    )
+    .await?;
+
+    fleet.upload_all()?;
+    show.minute(
+        2,
+        "every instance uploads again, nothing changed (the seed's design pays in full for this)",
+        &fleet,
+    )
+    .await?;
+
+    fleet.grow(0.1, 600);
+    fleet.upload_all()?;
+    show.minute(
+        3,
+        "the first 10% of counters grow by 600 on every instance: COUNTER1 passes 150000",
+        &fleet,
+    )
+    .await?;
+
+    fleet.grow(0.1, 100);
+    fleet.upload_all()?;
+    show.minute(
+        4,
+        "they grow again; the alert keeps firing and sends nothing new",
+        &fleet,
+    )
+    .await?;
+
+    let retiring = instances / 5;
+    for i in 0..retiring {
+        fleet.retire(i)?;
     }
-    fleet
-        .round(
-            "round 1 — every instance uploads its counters",
-            &first_round,
-            Some(per_round),
-        )
-        .await?;
+    fleet.write(instances - 1, "COUNTER1 12x\n")?;
+    show.minute(
+        5,
+        &format!("{retiring} instances retire (objects deleted), and one uploads a broken body"),
+        &fleet,
+    )
+    .await?;
 
-    let mut notices = Vec::new();
-    for i in 0..args.instances {
-        let body = fleet.body(i);
-        notices.push(fleet.upload(i, &body)?);
+    let snapshot = root.join("totals").join(date.as_str());
+    println!("the snapshot for task B: {}", snapshot.display());
+    println!("              and JSON: {}.json", snapshot.display());
+    let text = std::fs::read_to_string(&snapshot)
+        .with_context(|| format!("reading {}", snapshot.display()))?;
+    for line in text.lines().take(3) {
+        println!("    {line}");
     }
-    fleet
-        .round(
-            "round 2 — every instance uploads the same counters again",
-            &notices,
-            Some(per_round),
-        )
-        .await?;
-
-    let changed_per_instance = (args.counters / 10).max(1);
-    let mut notices = Vec::new();
-    for i in 0..args.instances {
-        for c in 0..changed_per_instance {
-            let slot = (c * 10 + i % 10) % args.counters;
-            fleet.values[i as usize][slot as usize] += 1 + i64::from(c);
-        }
-        let body = fleet.body(i);
-        notices.push(fleet.upload(i, &body)?);
-    }
-    fleet
-        .round(
-            &format!(
-                "round 3 — {changed_per_instance} of each instance's {} counters change",
-                args.counters
-            ),
-            &notices,
-            Some(per_round),
-        )
-        .await?;
-
-    let broken = 0;
-    let deleted = args.instances.saturating_sub(1);
-    let mut notices = vec![fleet.upload(broken, "COUNTER1 5\nCOUNTER2 12x\n")?];
-    if deleted != broken {
-        notices.push(fleet.delete(deleted)?);
-    }
-    notices.push(Notice {
-        bucket: BUCKET_NAME.into(),
-        object_key: "counters/2015-13-45/i-00001".into(),
-        version_id: None,
-        ordering: fleet.sequencer(),
-        change: Change::Created { etag: None },
-    });
-    let report = fleet
-        .round(
-            &format!(
-                "round 4 — {} uploads a broken body, {} deletes its object, and a key with no real date arrives",
-                Fleet::instance_id(broken),
-                Fleet::instance_id(deleted)
-            ),
-            &notices,
-            None,
-        )
-        .await?;
-    let rejection = fleet.ingestor.apply(&notices[0]).await?.0;
-    println!("  {}: {rejection}", notices[0].object_key);
-    println!(
-        "  {} keeps its last accepted counters; {}'s contribution is gone ({} written)",
-        Fleet::instance_id(broken),
-        Fleet::instance_id(deleted),
-        report.written
-    );
-
-    fleet
-        .round(
-            "round 5 — round 1's event for the first instance arrives again, late",
-            &first_round[..1],
-            None,
-        )
-        .await?;
-
+    println!("    ... ({} counters)", text.lines().count());
     println!();
-    let states = fleet.state.all()?;
-    let totals = tally_core::totals::sum(states.iter().filter(|s| s.key.date == fleet.date));
     println!(
-        "fleet totals for {} from the state table: {} counters; {} = {}, {} = {}",
-        fleet.date,
-        totals.len(),
-        Fleet::counter_name(0),
-        totals.get(&Fleet::counter_name(0)).copied().unwrap_or(0),
-        Fleet::counter_name(1),
-        totals.get(&Fleet::counter_name(1)).copied().unwrap_or(0),
+        "Run it yourself: `tally run --bucket {}` watches the folder; copy files into counters/<date>/ and see.",
+        root.display()
     );
-    println!(
-        "  (on AWS the aggregate stage keeps these totals in the totals table; on one machine it joins with `tally run`)"
-    );
-    if let Some(sample) = states
-        .iter()
-        .find(|s| s.key.instance == Fleet::instance_id(1))
-        .or(states.first())
-    {
-        let mut item = StateItem::from(sample);
-        let shown = item.counters.len();
-        item.counters = item.counters.into_iter().take(3).collect();
-        println!(
-            "one state item ({} of its {shown} counters shown):\n  {}",
-            item.counters.len(),
-            serde_json::to_string(&item)?
-        );
-    }
     Ok(())
+}
+
+/// Runs a minute through the runtime and prints what happened.
+struct Show<'a> {
+    runtime: &'a mut Runtime,
+    notifier: &'a JsonLinesNotifier,
+    date: &'a Date,
+    root: &'a std::path::Path,
+}
+
+impl Show<'_> {
+    async fn minute(&mut self, minute: u32, what: &str, fleet: &Fleet) -> Result<()> {
+        let started = Instant::now();
+        let report = self.runtime.cycle(None).await?;
+        let took = started.elapsed();
+        let totals = self.runtime.totals(self.date)?;
+        println!("minute {minute}: {what}");
+        print_report(&report, fleet);
+        println!(
+            "  totals: {} counters; COUNTER1 = {}",
+            totals.len(),
+            totals
+                .get("COUNTER1")
+                .map_or_else(|| "none".to_owned(), i128::to_string)
+        );
+        let sent = self.notifier.take_sent();
+        if sent.is_empty() {
+            println!("  alerts: none sent");
+        }
+        for note in sent {
+            println!("  ALERT  {}", note.subject());
+            println!("         {}", note.summary);
+        }
+        println!(
+            "  snapshot: {} ({:.0?} from files to snapshot and alerts)",
+            self.root.join("totals").join(self.date.as_str()).display(),
+            took
+        );
+        println!();
+        Ok(())
+    }
+}
+
+fn print_report(report: &CycleReport, fleet: &Fleet) {
+    let ingest = &report.ingest;
+    for (key, reason) in &ingest.rejections {
+        println!("  rejected {key}: {reason}");
+        println!("    (the instance keeps its last accepted upload)");
+    }
+    let state_units = ingest.capacity.write_units;
+    let seed_units = if report.created == 0 {
+        0
+    } else {
+        // The seed wrote one item per counter per upload, each holding
+        // every instance's value.
+        report.created as u64 * u64::from(fleet.counters) * fleet.seed_item_units()
+    };
+    println!(
+        "  {} uploads, {} deletions: {} state writes ({} write units; the seed's design: {} write units), {} unchanged",
+        report.created, report.removed, ingest.written, state_units, seed_units, ingest.unchanged
+    );
+    println!(
+        "  aggregate: {} totals changed ({} write units); {} live instances",
+        report.aggregate.total_writes,
+        report.aggregate.write_units,
+        fleet.live()
+    );
 }

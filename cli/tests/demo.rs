@@ -3,7 +3,7 @@
 use std::process::Command;
 
 #[test]
-fn the_demo_shows_ingest_writing_once_per_upload_and_nothing_for_repeats() {
+fn the_demo_runs_the_pipeline_fires_and_resolves_an_alert_and_shows_the_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_tally"))
         .args(["demo", "--dir"])
@@ -16,53 +16,44 @@ fn the_demo_shows_ingest_writing_once_per_upload_and_nothing_for_repeats() {
         output.status.success(),
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
-
-    let after = |title: &str| {
+    let minute = |n: u32| -> String {
         let start = stdout
-            .find(title)
-            .unwrap_or_else(|| panic!("no {title:?} in:\n{stdout}"));
-        stdout[start..]
-            .lines()
-            .nth(2)
-            .unwrap_or_default()
-            .to_owned()
+            .find(&format!("minute {n}:"))
+            .unwrap_or_else(|| panic!("no minute {n} in:\n{stdout}"));
+        let rest = &stdout[start..];
+        rest[..rest.find("\n\n").unwrap_or(rest.len())].to_owned()
     };
-    // One conditional write per upload, a body item of about 2 KB (2 units each).
+    // One conditional write per changed upload; none for an identical one.
     assert!(
-        after("round 1").starts_with("  state table: 100 writes, 200 write units"),
+        minute(1)
+            .contains("100 state writes (200 write units; the seed's design: 20000 write units)"),
         "{stdout}"
     );
+    assert!(minute(1).contains("COUNTER1 = 100000"), "{stdout}");
     assert!(
-        after("round 2").starts_with("  state table: 0 writes, 0 write units"),
+        minute(2).contains("0 state writes (0 write units"),
         "{stdout}"
     );
-    assert!(after("round 2").contains("; 0 change records"), "{stdout}");
+    assert!(minute(2).contains("alerts: none sent"), "{stdout}");
+    // The alert fires once, stays quiet while firing, resolves.
     assert!(
-        after("round 3").starts_with("  state table: 100 writes, 200 write units"),
+        minute(3).contains("ALERT  FIRING critical: counter1-max COUNTER1=160000 > 150000"),
         "{stdout}"
     );
+    assert!(minute(4).contains("alerts: none sent"), "{stdout}");
     assert!(
-        stdout.contains("the seed's per-counter design: 10000 writes, 20000 write units"),
+        minute(5).contains("ALERT  RESOLVED: counter1-max COUNTER1=136000"),
         "{stdout}"
     );
-    assert!(
-        stdout.contains(": rejected: token 4 (\"12x\") at byte 20 is not an integer"),
-        "{stdout}"
-    );
-    assert!(
-        after("round 5").starts_with("  state table: 0 writes"),
-        "{stdout}"
-    );
-    assert!(dir.path().join("state.sqlite").exists());
-}
-
-#[test]
-fn bad_arguments_exit_2_with_a_hint() {
-    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["demo", "--instances", "0"])
-        .output()
-        .expect("run tally demo");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--instances"), "{stderr}");
+    assert!(minute(5).contains("is not an integer"), "{stdout}");
+    // The snapshot is where it says, in task B's format.
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("the snapshot for task B: "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let path = line.trim_start_matches("the snapshot for task B: ");
+    let snapshot = std::fs::read_to_string(path).unwrap();
+    assert!(snapshot.starts_with("COUNTER1 136000\n"), "{snapshot}");
+    assert_eq!(snapshot.lines().count(), 100);
+    assert!(std::path::Path::new(&format!("{path}.json")).is_file());
 }

@@ -141,9 +141,35 @@ pub fn decode_event_key(encoded: &str) -> Result<String, KeyError> {
         .map_err(|_| KeyError::NotUtf8)
 }
 
+/// Encodes a key the way S3 event notifications carry it (form encoding:
+/// `+` for a space, `%XX` for other bytes outside the unreserved set); the
+/// inverse of [`decode_event_key`]. For events made up rather than
+/// received: a backfill's, and tests'.
+pub fn encode_event_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for byte in key.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' | b'/' => {
+                out.push(byte as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_keys_encode_as_s3_sends_them_and_decode_back() {
+        let key = "counters/2015-11-16/web 1+zä%";
+        let encoded = encode_event_key(key);
+        assert_eq!(encoded, "counters/2015-11-16/web+1%2Bz%C3%A4%25");
+        assert_eq!(decode_event_key(&encoded).unwrap(), key);
+    }
 
     fn key(date: &str, instance: &str) -> UploadKey {
         UploadKey {

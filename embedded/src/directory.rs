@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use md5::{Digest, Md5};
-use tally_core::ports::{ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, StoreError};
+use tally_core::ports::{
+    ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectWriter, StoreError,
+};
 
 /// Objects as files under a root directory.
 #[derive(Debug, Clone)]
@@ -132,6 +134,118 @@ impl ObjectStore for DirectoryStore {
             version_id: None,
             size,
         }))
+    }
+}
+
+/// How a file looked when scanned: enough to notice it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    pub modified: Option<std::time::SystemTime>,
+    pub len: u64,
+}
+
+impl DirectoryStore {
+    /// Every file under `prefix` (a key prefix such as `counters/`), as
+    /// object keys with their stamps; files and folders whose names start
+    /// with `.` are temporary files of editors and copy tools, and skipped. Files whose names are not UTF-8 have
+    /// no key and are reported back so the caller can say so.
+    pub fn scan(
+        &self,
+        prefix: &str,
+    ) -> Result<(std::collections::BTreeMap<String, FileStamp>, Vec<PathBuf>), StoreError> {
+        let mut found = std::collections::BTreeMap::new();
+        let mut unnamed = Vec::new();
+        let start = self.root.join(prefix.trim_end_matches('/'));
+        let mut pending = vec![start];
+        while let Some(dir) = pending.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Self::read_error(&dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| Self::read_error(&dir, e))?;
+                let path = entry.path();
+                // Editors', rsync's and our own temporary files.
+                if entry.file_name().to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    // Deleted between the listing and the look.
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Self::read_error(&path, e)),
+                };
+                if meta.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                // A half-written snapshot or upload in progress by a tool
+                // that writes then renames.
+                if !meta.is_file() {
+                    continue;
+                }
+                let key = path
+                    .strip_prefix(&self.root)
+                    .ok()
+                    .and_then(|relative| relative.to_str())
+                    .map(|relative| relative.replace(std::path::MAIN_SEPARATOR, "/"));
+                match key {
+                    Some(key) => {
+                        found.insert(
+                            key,
+                            FileStamp {
+                                modified: meta.modified().ok(),
+                                len: meta.len(),
+                            },
+                        );
+                    }
+                    None => unnamed.push(path),
+                }
+            }
+        }
+        Ok((found, unnamed))
+    }
+}
+
+impl ObjectWriter for DirectoryStore {
+    /// Writes a temporary file beside the target and renames it over the
+    /// target: readers see the old file or the new one, never a part.
+    async fn put(
+        &self,
+        _bucket: &str,
+        key: &str,
+        body: Bytes,
+        _content_type: &str,
+    ) -> Result<(), StoreError> {
+        let path = self.path_of(key)?;
+        let write_error =
+            |e: std::io::Error| StoreError::new(format!("writing {}", path.display()), e);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(write_error)?;
+        }
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temporary = path.with_file_name(format!(".{file_name}.{}.partial", std::process::id()));
+        std::fs::write(&temporary, &body).map_err(write_error)?;
+        std::fs::rename(&temporary, &path).map_err(write_error)
+    }
+
+    async fn list(&self, _bucket: &str, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let directory = match prefix.rfind('/') {
+            Some(end) => &prefix[..end],
+            None => "",
+        };
+        let (files, _) = self.scan(directory)?;
+        let mut listed = Vec::new();
+        for key in files.into_keys().filter(|key| key.starts_with(prefix)) {
+            if let Some(meta) = self.head("", &key).await? {
+                listed.push((key, meta.etag));
+            }
+        }
+        Ok(listed)
     }
 }
 

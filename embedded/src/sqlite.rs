@@ -1,4 +1,5 @@
-//! SQLite as the state table, with a change log as its stream.
+//! SQLite as the state table, with a change log as its stream. The
+//! database's other tables are in [`crate::database`].
 //!
 //! Items are stored as the JSON of [`StateItem`], the same mapping the
 //! DynamoDB adapter writes through `serde_dynamo`, keyed like the table
@@ -39,34 +40,14 @@ pub struct StateChange {
 }
 
 impl SqliteStateStore {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`, with every table
+    /// of the embedded runtime.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStateStore, StoreError> {
-        let path = path.as_ref();
-        let display = path.display().to_string();
-        let connection = Connection::open(path)
-            .map_err(|e| StoreError::new(format!("opening state database {display}"), e))?;
-        connection
-            .execute_batch(
-                "PRAGMA journal_mode = WAL;
-                 PRAGMA synchronous = NORMAL;
-                 PRAGMA busy_timeout = 5000;
-                 CREATE TABLE IF NOT EXISTS state (
-                     part TEXT NOT NULL,
-                     instance TEXT NOT NULL,
-                     item TEXT NOT NULL,
-                     PRIMARY KEY (part, instance)
-                 ) WITHOUT ROWID;
-                 CREATE TABLE IF NOT EXISTS state_changes (
-                     sequence INTEGER PRIMARY KEY AUTOINCREMENT,
-                     old_item TEXT,
-                     new_item TEXT NOT NULL
-                 );",
-            )
-            .map_err(|e| StoreError::new(format!("creating the state tables in {display}"), e))?;
-        Ok(SqliteStateStore {
-            connection: Arc::new(Mutex::new(connection)),
-            path: display,
-        })
+        Ok(crate::database::Database::open(path)?.state())
+    }
+
+    pub(crate) fn over(connection: Arc<Mutex<Connection>>, path: String) -> SqliteStateStore {
+        SqliteStateStore { connection, path }
     }
 
     fn error(
@@ -103,35 +84,41 @@ impl SqliteStateStore {
             .collect()
     }
 
-    /// Change-log rows after `after`, oldest first, at most `limit`.
-    pub fn changes_after(&self, after: i64, limit: usize) -> Result<Vec<StateChange>, StoreError> {
+    /// The object keys of every instance with a live (not deleted) state,
+    /// read without decoding the states' counters.
+    pub fn live_object_keys(&self) -> Result<Vec<String>, StoreError> {
         let connection = self.lock()?;
         let mut statement = connection
             .prepare(
-                "SELECT sequence, old_item, new_item FROM state_changes
-                 WHERE sequence > ?1 ORDER BY sequence LIMIT ?2",
+                "SELECT json_extract(item, '$.ObjectKey') FROM state
+                 WHERE json_extract(item, '$.Deleted') = 0",
             )
-            .map_err(|e| self.error("reading the change log", e))?;
-        let rows = statement
-            .query_map(params![after, limit as i64], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, Option<String>>(1)?,
-                    row.get::<_, String>(2)?,
-                ))
+            .map_err(|e| self.error("listing live states", e))?;
+        let keys = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(|e| self.error("listing live states", e))?;
+        keys.map(|key| key.map_err(|e| self.error("listing live states", e)))
+            .collect()
+    }
+
+    /// Change-log rows after `after`, oldest first, at most `limit`.
+    pub fn changes_after(&self, after: i64, limit: usize) -> Result<Vec<StateChange>, StoreError> {
+        let rows = {
+            let connection = self.lock()?;
+            crate::database::change_rows(&connection, "state_changes", after, limit)
+                .map_err(|e| self.error("reading the change log", e))?
+        };
+        let decode_image =
+            |text: &str| decode(text).map_err(|e| self.error("decoding a change image", e));
+        rows.into_iter()
+            .map(|(sequence, old, new)| {
+                Ok(StateChange {
+                    sequence,
+                    old: old.as_deref().map(decode_image).transpose()?,
+                    new: decode_image(&new)?,
+                })
             })
-            .map_err(|e| self.error("reading the change log", e))?;
-        rows.map(|row| {
-            let (sequence, old, new) = row.map_err(|e| self.error("reading the change log", e))?;
-            let decode_image =
-                |text: &str| decode(text).map_err(|e| self.error("decoding a change image", e));
-            Ok(StateChange {
-                sequence,
-                old: old.as_deref().map(decode_image).transpose()?,
-                new: decode_image(&new)?,
-            })
-        })
-        .collect()
+            .collect()
     }
 }
 
@@ -293,6 +280,7 @@ mod tests {
             store.changes_after(changes[0].sequence, 10).unwrap().len(),
             1
         );
-        assert_eq!(store.all().unwrap(), vec![second]);
+        assert_eq!(store.all().unwrap(), vec![second.clone()]);
+        assert_eq!(store.live_object_keys().unwrap(), vec![second.object_key]);
     }
 }

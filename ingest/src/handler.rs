@@ -35,6 +35,10 @@ pub struct IngestReport {
     pub ignored: u64,
     pub failed: u64,
     pub capacity: Capacity,
+    /// The rejected uploads' keys and reasons, for callers that show them
+    /// (the embedded runtime prints them; the Lambda logs them).
+    #[serde(skip)]
+    pub rejections: Vec<(String, String)>,
 }
 
 impl IngestReport {
@@ -103,7 +107,8 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
                     report.count(&outcome);
                     match &outcome {
                         Outcome::Rejected(reason) => {
-                            warn!(key = %key, reason = %reason, "upload rejected: {key}: {reason}")
+                            warn!(key = %key, reason = %reason, "upload rejected: {key}: {reason}");
+                            report.rejections.push((key.clone(), reason.to_string()));
                         }
                         Outcome::Ignored(reason) => {
                             info!(key = %key, reason = %reason, "key ignored")

@@ -2,24 +2,19 @@
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
-use tally_aws::bucket::S3ObjectStore;
-use tally_aws::state_table::DynamoStateStore;
+use tally_ingest::IngestResponse;
 use tally_ingest::settings::Settings;
-use tally_ingest::{IngestResponse, Ingestor};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let settings = Settings::from_env()?;
     let sdk = tally_aws::config::load().await;
-    let ingestor = Ingestor::new(
-        DynamoStateStore::new(tally_aws::config::dynamodb(&sdk), settings.state_table),
-        S3ObjectStore::new(tally_aws::config::s3(&sdk)),
-        settings.ingest,
-    );
+    let ingestor = tally_ingest::wiring::ingestor(&sdk, settings);
     let ingestor = &ingestor;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let (response, _report): (IngestResponse, _) = ingestor.handle(&event.payload).await?;
+        let (response, report): (IngestResponse, _) = ingestor.handle(&event.payload).await?;
+        tally_aws::metrics::emit(tally_aws::metrics::Stage::Ingest, &report);
         Ok::<_, Error>(response)
     }))
     .await

@@ -26,6 +26,16 @@ pub enum SettingsError {
     },
 }
 
+/// The variables ingest reads, for the deployment's check of its template
+/// (and `tally dev up`, which prints the ones it sets).
+pub const VARIABLES: &[&str] = &[
+    "TALLY_STATE_TABLE",
+    "TALLY_COUNTERS_PREFIX",
+    "TALLY_MAX_BODY_BYTES",
+    "TALLY_BUCKET",
+    "TALLY_INGEST_CONCURRENCY",
+];
+
 /// Ingest's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -122,5 +132,14 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.ingest.prefix, "a/b");
+    }
+
+    #[test]
+    fn every_variable_read_is_listed() {
+        let listed: std::collections::BTreeSet<&str> = VARIABLES.iter().copied().collect();
+        assert_eq!(
+            tally_aws::config::variables_read(include_str!("settings.rs")),
+            listed
+        );
     }
 }

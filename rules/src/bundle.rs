@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 pub type ConfigFile = (String, PathBuf, String);
 
 /// Reads `dir/*.yaml` (not its subfolders, where ops' tests live) and checks
-/// them together. `Err` holds every problem, one per line, each with file,
-/// line and column, ready to print.
-pub fn load_config_dir(dir: &Path) -> Result<Vec<ConfigFile>, String> {
+/// them together. Files are named `<shown_as>/<file name>` in messages (the
+/// build names them `rules-config/...`; the `tally` command, the folder as
+/// the user typed it). `Err` holds every problem, one per line, each with
+/// file, line and column, ready to print.
+pub fn load_config_dir(dir: &Path, shown_as: &str) -> Result<Vec<ConfigFile>, String> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     let mut files: Vec<ConfigFile> = Vec::new();
@@ -23,7 +25,8 @@ pub fn load_config_dir(dir: &Path) -> Result<Vec<ConfigFile>, String> {
             continue;
         }
         let name = format!(
-            "rules-config/{}",
+            "{}/{}",
+            shown_as.trim_end_matches('/'),
             path.file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use serde::Deserialize;
-use tally_core::aggregate::SequenceNumber;
+use tally_core::aggregate::{SequenceNumber, TotalItem};
 use tally_core::key::Date;
 use tally_core::ports::{AlertStore, Notifier, ObjectWriter, TotalsStore};
 use tally_core::rules::RuleSet;
@@ -31,10 +31,6 @@ struct TotalKey {
     #[serde(rename = "Date")]
     date: Date,
 }
-
-/// The attributes of a total that an alert can see: its value and whether
-/// any instance still reports it.
-const VISIBLE: [&str; 2] = ["Value", "Contributors"];
 
 /// What a record of the totals stream says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,10 +64,19 @@ pub fn decode_record(record: &EventRecord) -> Result<Decoded, RecordError> {
     }
     let key: TotalKey = serde_dynamo::from_item(record.change.keys.clone())
         .map_err(|e| fail(format!("Keys are not a total's key (Counter, Date): {e}")))?;
-    let (old, new) = (&record.change.old_image, &record.change.new_image);
+    let image = |item: &serde_dynamo::Item| {
+        (!item.is_empty())
+            .then(|| TotalItem::from_item(item.clone()).ok())
+            .flatten()
+    };
+    let (old, new) = (
+        image(&record.change.old_image),
+        image(&record.change.new_image),
+    );
     if record.event_name == "MODIFY"
-        && !old.is_empty()
-        && VISIBLE.iter().all(|name| old.get(*name) == new.get(*name))
+        && old.is_some()
+        && new.is_some()
+        && !TotalItem::differs_for_readers(old.as_ref(), new.as_ref())
     {
         return Ok(Decoded::Unchanged);
     }

@@ -14,13 +14,17 @@
 //! - [`source`]: which rules apply: bundled at build time, or from a bucket
 //!   prefix (cached by ETag) so ops can change them without a deploy;
 //! - [`settings`]: the environment the Lambda reads;
-//! - [`bundle`]: the check that keeps invalid rules out of a build.
+//! - [`bundle`]: the check that keeps invalid rules out of a build, and
+//!   the loader of a folder of rules files;
+//! - [`wiring`]: the stage over DynamoDB, SNS and S3, as the Lambda and the
+//!   `tally` command's AWS tools build it.
 
 pub mod bundle;
 pub mod handler;
 pub mod settings;
 pub mod source;
 pub mod stage;
+pub mod wiring;
 
 pub use handler::{Decoded, decode_record};
 pub use source::RuleSource;

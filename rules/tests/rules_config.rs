@@ -130,7 +130,7 @@ fn a_rules_folder_with_a_mistake_cannot_be_bundled() {
     // Tests live in a subfolder and are not rules.
     std::fs::create_dir(dir.path().join("tests")).unwrap();
     std::fs::write(dir.path().join("tests/t.yaml"), "tests: []\n").unwrap();
-    let error = tally_rules::bundle::load_config_dir(dir.path()).unwrap_err();
+    let error = tally_rules::bundle::load_config_dir(dir.path(), "rules-config").unwrap_err();
     assert!(
         error.starts_with(
             "rules-config/typo.yaml:4:5: rule \"b\": unknown key \"maks\" (did you mean `max`?)"
@@ -138,13 +138,13 @@ fn a_rules_folder_with_a_mistake_cannot_be_bundled() {
         "{error}"
     );
     std::fs::remove_file(dir.path().join("typo.yaml")).unwrap();
-    let files = tally_rules::bundle::load_config_dir(dir.path()).unwrap();
+    let files = tally_rules::bundle::load_config_dir(dir.path(), "rules-config").unwrap();
     assert_eq!(files.len(), 1);
 }
 
 #[test]
 fn the_shipped_folder_is_what_the_build_bundled() {
-    let files = tally_rules::bundle::load_config_dir(&config_dir()).unwrap();
+    let files = tally_rules::bundle::load_config_dir(&config_dir(), "rules-config").unwrap();
     let bundled: Vec<(&str, &str)> = tally_rules::bundled::FILES.to_vec();
     let read: Vec<(&str, &str)> = files
         .iter()

@@ -135,17 +135,7 @@ pub fn sqs_event(bodies: &[(String, String)]) -> Value {
 
 /// URL-encodes a key the way S3 notifications do: form encoding, `+` for space.
 pub fn url_encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for byte in key.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' | b'/' => {
-                out.push(byte as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
+    tally_core::key::encode_event_key(key)
 }
 
 /// A new SNS topic with a new SQS queue subscribed to it, as on-call's
@@ -155,41 +145,17 @@ pub fn url_encode_key(key: &str) -> String {
 pub async fn alert_queue(sdk: &SdkConfig) -> (String, String) {
     let sns = aws_sdk_sns::Client::new(sdk);
     let sqs = aws_sdk_sqs::Client::new(sdk);
-    let topic_arn = sns
-        .create_topic()
-        .name(unique("alerts"))
-        .send()
+    let topic_arn = tally_aws::topic::create_topic(&sns, &unique("alerts"))
         .await
-        .expect("CreateTopic")
-        .topic_arn
-        .expect("a topic ARN");
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(unique("on-call"))
-        .send()
+        .expect("CreateTopic");
+    let queue = tally_aws::queue::Queue::create(&sqs, &unique("on-call"), 30)
         .await
-        .expect("CreateQueue")
-        .queue_url
-        .expect("a queue URL");
-    let attribute = aws_sdk_sqs::types::QueueAttributeName::QueueArn;
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(attribute.clone())
-        .send()
-        .await
-        .expect("GetQueueAttributes")
-        .attributes
-        .and_then(|mut attributes| attributes.remove(&attribute))
-        .expect("the queue's ARN");
-    sns.subscribe()
-        .topic_arn(&topic_arn)
-        .protocol("sqs")
-        .endpoint(queue_arn)
-        .send()
+        .expect("CreateQueue");
+    queue
+        .subscribe_to(&sns, &topic_arn)
         .await
         .expect("Subscribe");
-    (topic_arn, queue_url)
+    (topic_arn, queue.url().to_owned())
 }
 
 /// Long-polls a queue until at least `expected_at_least` messages have come

@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_s3::types::{Event, NotificationConfiguration, TopicConfiguration};
-use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
 use tally_core::body::DEFAULT_MAX_BODY_BYTES;
 use tally_core::ordering::OrderingKey;
@@ -602,62 +600,36 @@ async fn a_notification_as_the_server_itself_sends_it_through_sns_and_sqs_is_ing
     let sdk = sdk_config().await;
     let sns = aws_sdk_sns::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let topic = sns
-        .create_topic()
-        .name(unique("uploads"))
-        .send()
-        .await
-        .unwrap()
-        .topic_arn
-        .unwrap();
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(unique("ingest"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    sns.subscribe()
-        .topic_arn(&topic)
-        .protocol("sqs")
-        .endpoint(&queue_arn)
-        .send()
+    let topic = tally_aws::topic::create_topic(&sns, &unique("uploads"))
         .await
         .unwrap();
-    world
-        .s3
-        .put_bucket_notification_configuration()
-        .bucket(&world.bucket)
-        .notification_configuration(
-            NotificationConfiguration::builder()
-                .topic_configurations(
-                    TopicConfiguration::builder()
-                        .topic_arn(&topic)
-                        .events(Event::from("s3:ObjectCreated:*"))
-                        .events(Event::from("s3:ObjectRemoved:*"))
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
-        .send()
+    let queue = tally_aws::queue::Queue::create(&sqs, &unique("ingest"), 30)
+        .await
+        .unwrap();
+    queue.subscribe_to(&sns, &topic).await.unwrap();
+    let queue_url = queue.url().to_owned();
+    tally_aws::bucket::notify_topic(&world.s3, &world.bucket, &topic, "counters/")
         .await
         .unwrap();
 
     let key = "counters/2015-11-16/web 1+ä";
     world.upload(key, "requests 5\nbids-won 2\n").await;
     let event = receive_as_lambda_event(&sqs, &queue_url).await;
+    // The event has the shape of AWS's documented sample, field for field.
+    let sample = tally_tests::aws_sample("sqs-receive-message");
+    let fields = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let (ours, theirs) = (&event["Records"][0], &sample["Records"][0]);
+    assert_eq!(fields(ours), fields(theirs));
+    assert_eq!(fields(&ours["attributes"]), fields(&theirs["attributes"]));
+    assert_eq!(ours["eventSource"], "aws:sqs");
+    assert_eq!(
+        ours["eventSourceARN"].as_str().unwrap().split(':').nth(2),
+        Some("sqs")
+    );
     let (_, report) = world.ingestor.handle(&event).await.unwrap();
     assert_eq!(report.written, 1, "{report:?}");
     let state = world.state("2015-11-16", "web 1+ä").await.unwrap();
@@ -676,34 +648,21 @@ async fn a_notification_as_the_server_itself_sends_it_through_sns_and_sqs_is_ing
     );
 }
 
-/// Receives the queue's messages and wraps them as Lambda's SQS event source would.
+/// Receives the queue's messages and wraps them as Lambda's SQS event
+/// source would, with the same code `tally dev pump` uses.
 async fn receive_as_lambda_event(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Value {
+    let queue = tally_aws::queue::Queue::open(sqs, queue_url).await.unwrap();
     for _ in 0..20 {
-        let output = sqs
-            .receive_message()
-            .queue_url(queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        let messages = output.messages.unwrap_or_default();
+        let messages = queue.receive(10, 1).await.unwrap();
         if messages.is_empty() {
             continue;
         }
-        for message in &messages {
-            sqs.delete_message()
-                .queue_url(queue_url)
-                .receipt_handle(message.receipt_handle.clone().unwrap())
-                .send()
-                .await
-                .unwrap();
-        }
-        let bodies: Vec<(String, String)> = messages
-            .into_iter()
-            .map(|m| (m.message_id.unwrap(), m.body.unwrap()))
+        let handles: Vec<String> = messages
+            .iter()
+            .map(|m| m.receipt_handle.clone().unwrap())
             .collect();
-        return sqs_event(&bodies);
+        queue.delete(&handles).await.unwrap();
+        return queue.lambda_event(&messages);
     }
     panic!("no notification reached the queue");
 }

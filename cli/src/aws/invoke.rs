@@ -1,0 +1,209 @@
+//! `tally invoke`: run one function's handler once on an event file, as
+//! Lambda would, and print the handler's response.
+//!
+//! For trying a function against real (or emulated) resources without
+//! deploying it, and for replaying an event from a dead-letter queue or a
+//! log. The stage is built by the same code as the Lambda's `main`
+//! (`settings::Settings::from_env` and `wiring`), so it reads the same
+//! environment variables and behaves the same; only the event comes from a
+//! file instead of an event source. The event is decoded as the Lambda
+//! runtime decodes it: ingest takes any JSON (SNS, S3 or SQS events),
+//! aggregate and rules a DynamoDB stream event.
+//!
+//! The response JSON (what Lambda would get back) goes to stdout; a line
+//! saying what the handler did goes to stderr.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+
+use super::Aws;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Function {
+    /// S3 upload notifications (SNS, S3 or SQS events) to the state table.
+    Ingest,
+    /// The state table's stream to the totals.
+    Aggregate,
+    /// The totals table's stream to alerts and the snapshot.
+    Rules,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  tally invoke ingest --event tests/fixtures/aws-events/s3-put.json
+  tally invoke aggregate --event batch.json
+  aws sqs receive-message ... | jq '...' | tally invoke ingest --event -
+
+Each function reads its own environment, as the Lambda does:
+  ingest     TALLY_STATE_TABLE (required), TALLY_COUNTERS_PREFIX, TALLY_MAX_BODY_BYTES,
+             TALLY_BUCKET, TALLY_INGEST_CONCURRENCY
+  aggregate  TALLY_PARTIALS_TABLE, TALLY_TOTALS_TABLE
+  rules      TALLY_PARTIALS_TABLE, TALLY_TOTALS_TABLE, TALLY_ALERTS_TABLE,
+             TALLY_ALERT_TOPIC_ARN, TALLY_SNAPSHOT_BUCKET (required), TALLY_SNAPSHOT_PREFIX,
+             TALLY_RULES_BUCKET, TALLY_RULES_PREFIX, TALLY_RULES_REFRESH_SECONDS, TALLY_ALERT_DAYS
+`eval \"$(tally dev up)\"` sets them for a dev environment. AWS_REGION, credentials and
+AWS_ENDPOINT_URL as usual.
+
+Exit codes: 0 the handler succeeded; 1 the invocation failed, or the handler reported
+batch item failures that Lambda would retry (the response is still printed); 2 the
+command line was wrong.")]
+pub struct InvokeArgs {
+    /// The function whose handler runs.
+    #[arg(value_enum)]
+    function: Function,
+    /// The event as Lambda would deliver it: a JSON file, or - for stdin.
+    #[arg(long, value_name = "FILE")]
+    event: PathBuf,
+    /// For rules: the rules in this folder's *.yaml instead of the bundled
+    /// ones or TALLY_RULES_BUCKET.
+    #[arg(long, value_name = "DIR")]
+    rules: Option<PathBuf>,
+}
+
+pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
+    let text = read_event(&args.event)?;
+    let shown = if args.event.as_os_str() == "-" {
+        "the event on stdin".to_owned()
+    } else {
+        args.event.display().to_string()
+    };
+    let payload: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{shown} is not JSON; pass the event as Lambda delivers it"))?;
+    if args.rules.is_some() && args.function != Function::Rules {
+        return Err(anyhow!(
+            "--rules applies to `tally invoke rules` only; leave it out"
+        ));
+    }
+    let (response, failed_items) = match args.function {
+        Function::Ingest => {
+            let settings =
+                tally_ingest::settings::Settings::from_env().map_err(|e| anyhow!("{e}"))?;
+            let aws = Aws::load().await?;
+            let ingestor = tally_ingest::wiring::ingestor(&aws.sdk, settings);
+            match ingestor.handle(&payload).await {
+                Ok((response, report)) => {
+                    eprintln!("ingest: {}", serde_json::to_string(&report)?);
+                    let response = serde_json::to_value(&response)?;
+                    let failed = count_failures(&response);
+                    (response, failed)
+                }
+                Err(failed) => {
+                    return Err(anyhow!(
+                        "the invocation failed (Lambda would retry it): {failed}"
+                    ));
+                }
+            }
+        }
+        Function::Aggregate => {
+            let settings =
+                tally_aggregate::settings::Settings::from_env().map_err(|e| anyhow!("{e}"))?;
+            let event = stream_event(payload, &shown)?;
+            let aws = Aws::load().await?;
+            let aggregator = tally_aggregate::wiring::aggregator(&aws.sdk, &settings);
+            let (response, report) = aggregator.handle(&event).await;
+            eprintln!("aggregate: {}", serde_json::to_string(&report)?);
+            let response = serde_json::to_value(&response)?;
+            let failed = count_failures(&response);
+            (response, failed)
+        }
+        Function::Rules => {
+            let settings =
+                tally_rules::settings::Settings::from_env().map_err(|e| anyhow!("{e}"))?;
+            let event = stream_event(payload, &shown)?;
+            let aws = Aws::load().await?;
+            let stage = tally_rules::wiring::stage(&aws.sdk, &settings);
+            let rules = match &args.rules {
+                Some(dir) => std::sync::Arc::new(super::dev::load_rules_dir(dir)?),
+                None => {
+                    tally_rules::wiring::rule_source(&aws.sdk, &settings)
+                        .current()
+                        .await
+                }
+            };
+            let (response, report) = stage.handle(&rules, &event).await;
+            eprintln!("rules: {}", serde_json::to_string(&report)?);
+            let response = serde_json::to_value(&response)?;
+            let failed = count_failures(&response);
+            (response, failed)
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&response)?);
+    if failed_items > 0 {
+        return Err(anyhow!(
+            "the handler reported {}; Lambda would deliver them again (the response above names them, and the log with --verbose says why)",
+            super::count(failed_items as u64, "batch item failure")
+        ));
+    }
+    Ok(())
+}
+
+fn read_event(path: &Path) -> anyhow::Result<String> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the event from stdin")?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read the event file {}; pass a JSON file (or - for stdin)",
+            path.display()
+        )
+    })
+}
+
+/// A DynamoDB stream event, decoded as the Lambda runtime decodes it.
+fn stream_event(
+    payload: Value,
+    shown: &str,
+) -> anyhow::Result<aws_lambda_events::event::dynamodb::Event> {
+    serde_json::from_value(payload).with_context(|| {
+        format!(
+            "{shown} is not a DynamoDB stream event as Lambda delivers it (`Records` of stream records); `tally dev pump` shows how the streams' records look"
+        )
+    })
+}
+
+/// How many items a response asks Lambda to deliver again.
+fn count_failures(response: &Value) -> usize {
+    response
+        .get("batchItemFailures")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_counts_its_batch_item_failures() {
+        assert_eq!(count_failures(&serde_json::json!({"written": 1})), 0);
+        assert_eq!(
+            count_failures(&serde_json::json!({"batchItemFailures": []})),
+            0
+        );
+        assert_eq!(
+            count_failures(
+                &serde_json::json!({"batchItemFailures": [{"itemIdentifier": "1"}, {"itemIdentifier": "2"}]})
+            ),
+            2
+        );
+    }
+
+    #[test]
+    fn an_event_that_is_not_a_stream_event_says_what_is_expected() {
+        let error = stream_event(serde_json::json!({"Records": 5}), "e.json").unwrap_err();
+        assert!(
+            format!("{error:#}")
+                .starts_with("e.json is not a DynamoDB stream event as Lambda delivers it"),
+            "{error:#}"
+        );
+    }
+}

@@ -1,0 +1,338 @@
+//! The embedded runtime: the three stages on one machine, over a directory
+//! laid out like the bucket and one SQLite file for the tables.
+//!
+//! It runs the Lambda code (ingest's `Ingestor`, aggregate's `Aggregator`,
+//! the rules stage) over the embedded adapters; only the plumbing Lambda
+//! provides on AWS is here:
+//!
+//! - **S3 notifications** are a scan of `DIR/<prefix>/`: a file new or
+//!   changed since the last scan (modification time or size) is an
+//!   `ObjectCreated`, one gone is an `ObjectRemoved`. Each event gets a
+//!   sequencer from a counter kept in the database, so an event seen after
+//!   a restart orders after every event seen before it, as S3's do. On the
+//!   first scan of a process every file is an event (an unchanged file
+//!   costs a read and no write: ingest skips an identical body), and every
+//!   live state whose file is gone is a removal, so whatever happened while
+//!   it was stopped is caught up.
+//! - **Streams** are the database's change logs; each stage consumes its log
+//!   from a checkpoint kept in the same database, moved on only after the
+//!   stage finished the records before it. A restart redoes at most the
+//!   last unfinished batch, which both stages treat as a redelivery: the
+//!   aggregate stage skips changes already folded in, and the rules stage
+//!   sends nothing twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use indicatif::ProgressBar;
+use tally_aggregate::{AggregateReport, Aggregator};
+use tally_core::aggregate::{SequenceNumber, StateChange, TotalItem};
+use tally_core::key::Date;
+use tally_core::ordering::OrderingKey;
+use tally_core::rules::RuleSet;
+use tally_core::state::StateItem;
+use tally_embedded::database::{Database, SqliteAlertStore, SqliteTotalsStore};
+use tally_embedded::directory::{DirectoryStore, FileStamp};
+use tally_embedded::notifier::JsonLinesNotifier;
+use tally_embedded::sqlite::SqliteStateStore;
+use tally_ingest::event::{Change, Notice};
+use tally_ingest::{IngestConfig, IngestReport, Ingestor};
+use tally_rules::stage::{RulesReport, RulesStage, StageConfig};
+
+/// The bucket name events carry: one directory is one bucket.
+pub const BUCKET: &str = "local";
+/// Change-log records handed to a stage at once (Lambda's batch size).
+const BATCH: usize = 1000;
+
+/// How to run.
+pub struct RuntimeConfig {
+    /// The directory laid out like the bucket.
+    pub root: PathBuf,
+    /// The database file.
+    pub database: PathBuf,
+    /// The uploads' key prefix (`counters`).
+    pub prefix: String,
+    /// The snapshots' key prefix (`totals`).
+    pub snapshot_prefix: String,
+    pub rules: RuleSet,
+    pub notifier: JsonLinesNotifier,
+    /// Dates alerted on, counting back from today (the rules stage's
+    /// [`StageConfig::alert_days`]).
+    pub alert_days: u32,
+}
+
+/// What one cycle (scan, ingest, aggregate, rules) did.
+#[derive(Debug, Default)]
+pub struct CycleReport {
+    pub created: usize,
+    pub removed: usize,
+    pub ingest: IngestReport,
+    pub state_changes: usize,
+    pub aggregate: AggregateReport,
+    pub total_changes: usize,
+    pub rules: RulesReport,
+    /// Dates whose snapshot was written.
+    pub dates: BTreeSet<Date>,
+    /// Files under the prefix whose names are not UTF-8 (no key).
+    pub unnamed: Vec<PathBuf>,
+    pub elapsed: Duration,
+}
+
+impl CycleReport {
+    /// Whether the cycle saw anything at all.
+    pub fn is_idle(&self) -> bool {
+        self.created + self.removed + self.state_changes + self.total_changes == 0
+    }
+}
+
+type Stage = RulesStage<SqliteTotalsStore, SqliteAlertStore, JsonLinesNotifier, DirectoryStore>;
+
+/// The pipeline over one directory.
+pub struct Runtime {
+    root: PathBuf,
+    prefix: String,
+    db: Database,
+    bucket: DirectoryStore,
+    state: SqliteStateStore,
+    ingestor: Ingestor<SqliteStateStore, DirectoryStore>,
+    aggregator: Aggregator<SqliteTotalsStore>,
+    stage: Stage,
+    rules: RuleSet,
+    /// What each file looked like at the last scan; `None` before the first.
+    known: Option<BTreeMap<String, FileStamp>>,
+}
+
+impl Runtime {
+    pub fn open(config: RuntimeConfig) -> Result<Runtime> {
+        if !config.root.is_dir() {
+            bail!(
+                "{} is not a directory; give the folder laid out like the bucket ({}/<date>/<instance>)",
+                config.root.display(),
+                config.prefix
+            );
+        }
+        if let Some(parent) = config.database.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {} for the database", parent.display()))?;
+        }
+        let db = Database::open(&config.database)?;
+        let bucket = DirectoryStore::new(&config.root);
+        let state = db.state();
+        let ingestor = Ingestor::new(
+            state.clone(),
+            bucket.clone(),
+            IngestConfig {
+                prefix: config.prefix.clone(),
+                ..IngestConfig::default()
+            },
+        );
+        let aggregator = Aggregator::new(db.totals());
+        let mut stage_config = StageConfig::new(BUCKET);
+        stage_config.snapshot_prefix = config.snapshot_prefix.clone();
+        stage_config.alert_days = config.alert_days;
+        // One process owns the database: there is no concurrent invocation
+        // to wait for, and an outbox left by a crash is this process's own.
+        stage_config.lease = Duration::from_secs(1);
+        let stage = RulesStage::new(
+            db.totals(),
+            db.alerts(),
+            config.notifier,
+            bucket.clone(),
+            stage_config,
+        );
+        Ok(Runtime {
+            root: config.root,
+            prefix: config.prefix,
+            db,
+            bucket,
+            state,
+            ingestor,
+            aggregator,
+            stage,
+            rules: config.rules,
+            known: None,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The live totals of a day.
+    pub fn totals(&self, date: &Date) -> Result<BTreeMap<String, i128>> {
+        Ok(self.db.totals().live_totals(date)?)
+    }
+
+    /// Scans the directory, ingests what changed, and runs the aggregate and
+    /// rules stages over what that changed. `progress` counts the uploads
+    /// ingested (the first scan may find thousands).
+    pub async fn cycle(&mut self, progress: Option<&ProgressBar>) -> Result<CycleReport> {
+        let started = Instant::now();
+        let mut report = CycleReport::default();
+        let (files, unnamed) = self.bucket.scan(&format!("{}/", self.prefix))?;
+        report.unnamed = unnamed;
+        let mut notices = Vec::new();
+        match &self.known {
+            None => {
+                for key in files.keys() {
+                    notices.push(self.notice(key, true)?);
+                }
+                // Removed while the process was stopped.
+                for key in self.state.live_object_keys()? {
+                    if !files.contains_key(&key) {
+                        notices.push(self.notice(&key, false)?);
+                    }
+                }
+            }
+            Some(known) => {
+                for (key, stamp) in &files {
+                    if known.get(key) != Some(stamp) {
+                        notices.push(self.notice(key, true)?);
+                    }
+                }
+                for key in known.keys().filter(|key| !files.contains_key(*key)) {
+                    notices.push(self.notice(key, false)?);
+                }
+            }
+        }
+        report.created = notices
+            .iter()
+            .filter(|n| matches!(n.change, Change::Created { .. }))
+            .count();
+        report.removed = notices.len() - report.created;
+        if let Some(progress) = progress {
+            progress.set_length(notices.len() as u64);
+        }
+        let mut failed_keys = BTreeSet::new();
+        for chunk in notices.chunks(256) {
+            for (position, error) in self.ingestor.apply_all(chunk, &mut report.ingest).await {
+                let key = &chunk[position].object_key;
+                eprintln!("tally: {key}: {error}; it will be tried again");
+                failed_keys.insert(key.clone());
+            }
+            if let Some(progress) = progress {
+                progress.inc(chunk.len() as u64);
+            }
+        }
+        // A file that failed keeps its old stamp, so the next scan retries
+        // it: a changed file is seen as changed again, a removal as a
+        // removal (a stamp no file has stands in when there was none).
+        let mut known: BTreeMap<String, FileStamp> = files;
+        if !failed_keys.is_empty() {
+            let previous = self.known.take().unwrap_or_default();
+            for key in &failed_keys {
+                match previous.get(key) {
+                    Some(stamp) => known.insert(key.clone(), *stamp),
+                    None if known.contains_key(key) => known.remove(key),
+                    None => known.insert(
+                        key.clone(),
+                        FileStamp {
+                            modified: None,
+                            len: u64::MAX,
+                        },
+                    ),
+                };
+            }
+        }
+        self.known = Some(known);
+
+        self.aggregate(&mut report).await?;
+        self.evaluate(&mut report).await?;
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    fn notice(&self, key: &str, created: bool) -> Result<Notice> {
+        let sequence = self.db.next_in_sequence("sequencer")?;
+        let ordering = OrderingKey::from_sequencer(&format!("{sequence:016X}"))
+            .map_err(|e| anyhow::anyhow!("the runtime's sequencer {sequence}: {e}"))?;
+        Ok(Notice {
+            bucket: BUCKET.to_owned(),
+            object_key: key.to_owned(),
+            version_id: None,
+            ordering,
+            change: if created {
+                Change::Created { etag: None }
+            } else {
+                Change::Removed
+            },
+        })
+    }
+
+    /// The aggregate stage over the state's change log.
+    async fn aggregate(&self, report: &mut CycleReport) -> Result<()> {
+        const POSITION: &str = "aggregate";
+        loop {
+            let after = self.db.position(POSITION)?;
+            let rows = self.state.changes_after(after, BATCH)?;
+            let Some(last) = rows.last().map(|row| row.sequence) else {
+                return Ok(());
+            };
+            let mut changes = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let sequence = SequenceNumber::parse(&row.sequence.to_string())
+                    .map_err(|e| anyhow::anyhow!("state change {}: {e}", row.sequence))?;
+                let change = StateChange::from_images(
+                    sequence,
+                    row.old.as_ref().map(StateItem::from),
+                    Some(StateItem::from(&row.new)),
+                )
+                .map_err(|e| anyhow::anyhow!("state change {}: {e}", row.sequence))?;
+                changes.push(change);
+            }
+            report.state_changes += rows.len();
+            let (batch, failures) = self.aggregator.apply(&changes).await;
+            add_aggregate(&mut report.aggregate, &batch);
+            if let Some(first) = failures.iter().min_by(|a, b| a.from.cmp(&b.from)) {
+                // Lambda would redeliver from there; the next cycle does.
+                let from: i64 = first.from.as_reported().parse().unwrap_or(after + 1);
+                self.db.set_position(POSITION, from - 1)?;
+                bail!("the aggregate stage failed: {}", first.error);
+            }
+            self.db.set_position(POSITION, last)?;
+        }
+    }
+
+    /// The rules stage over the totals' change log.
+    async fn evaluate(&self, report: &mut CycleReport) -> Result<()> {
+        const POSITION: &str = "rules";
+        loop {
+            let after = self.db.position(POSITION)?;
+            let rows = self.db.total_changes_after(after, BATCH)?;
+            let Some(last) = rows.last().map(|row| row.sequence) else {
+                return Ok(());
+            };
+            report.total_changes += rows.len();
+            let mut dates: BTreeMap<Date, BTreeSet<String>> = BTreeMap::new();
+            for row in &rows {
+                if TotalItem::differs_for_readers(row.old.as_ref(), Some(&row.new)) {
+                    dates
+                        .entry(row.new.date.clone())
+                        .or_default()
+                        .insert(row.new.counter.clone());
+                }
+            }
+            for (date, changed) in &dates {
+                self.stage
+                    .process_date(&self.rules, date, changed, &mut report.rules)
+                    .await
+                    .with_context(|| format!("evaluating {date}"))?;
+                report.dates.insert(date.clone());
+            }
+            self.db.set_position(POSITION, last)?;
+        }
+    }
+}
+
+fn add_aggregate(total: &mut AggregateReport, batch: &AggregateReport) {
+    total.changes += batch.changes;
+    total.already_applied += batch.already_applied;
+    total.partial_writes += batch.partial_writes;
+    total.total_writes += batch.total_writes;
+    total.totals_removed += batch.totals_removed;
+    total.write_units += batch.write_units;
+    total.read_units += batch.read_units;
+    total.failed += batch.failed;
+}

@@ -1,0 +1,218 @@
+//! `tally run` end to end, as a person runs it: the binary on a directory,
+//! files written, overwritten and deleted underneath it, restarts, Ctrl-C.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn today() -> String {
+    chrono::Utc::now()
+        .date_naive()
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+struct Bucket {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    date: String,
+}
+
+impl Bucket {
+    fn new() -> Bucket {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("bucket");
+        let date = today();
+        std::fs::create_dir_all(root.join("counters").join(&date)).unwrap();
+        Bucket {
+            _dir: dir,
+            root,
+            date,
+        }
+    }
+
+    fn upload(&self, instance: &str, body: &str) {
+        let path = self.root.join("counters").join(&self.date).join(instance);
+        // Written beside and renamed, as upload tools do, so the runtime
+        // never sees half a file.
+        let partial = path.with_file_name(format!(".{instance}.partial"));
+        std::fs::write(&partial, body).unwrap();
+        std::fs::rename(&partial, &path).unwrap();
+    }
+
+    fn delete(&self, instance: &str) {
+        std::fs::remove_file(self.root.join("counters").join(&self.date).join(instance)).unwrap();
+    }
+
+    fn alerts(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.root.parent().unwrap().join("alerts.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    fn snapshot(&self) -> Option<String> {
+        std::fs::read_to_string(self.root.join("totals").join(&self.date)).ok()
+    }
+
+    /// What a batch job computes from the directory; `last_accepted` stands
+    /// in for instances whose current file is rejected.
+    fn batch(&self, last_accepted: &[(&str, &str)]) -> String {
+        let mut totals: BTreeMap<String, i128> = BTreeMap::new();
+        let dir = self.root.join("counters").join(&self.date);
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let bytes = std::fs::read(entry.path()).unwrap();
+            let body = match tally_core::body::parse(&bytes, 1 << 20) {
+                Ok(_) => bytes,
+                Err(_) => last_accepted
+                    .iter()
+                    .find(|(instance, _)| *instance == name)
+                    .map(|(_, body)| body.as_bytes().to_vec())
+                    .unwrap(),
+            };
+            for counter in tally_core::body::parse(&body, 1 << 20).unwrap() {
+                *totals.entry(counter.name.to_owned()).or_default() += i128::from(counter.value);
+            }
+        }
+        totals.iter().map(|(k, v)| format!("{k} {v}\n")).collect()
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
+        command
+            .arg("run")
+            .arg("--bucket")
+            .arg(&self.root)
+            .arg("--alerts")
+            .arg(self.root.parent().unwrap().join("alerts.jsonl"));
+        command
+    }
+
+    fn once(&self) -> String {
+        let output = self.command().arg("--once").output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        stderr
+    }
+
+    fn watch(&self) -> Child {
+        self.command()
+            .args(["--interval-ms", "50"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn interrupt(child: &mut Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn tally_run_follows_the_directory_across_restarts_without_repeating_alerts() {
+    let bucket = Bucket::new();
+    let seed = [
+        ("i-1", "COUNTER1 12345\nbids-won 1\n"),
+        ("i-2", "COUNTER1 123456\n"),
+        ("i-3", "COUNTER1 1000 заказы 7\n"),
+        ("i-4", "COUNTER1 54321\n"),
+    ];
+    for (instance, body) in seed {
+        bucket.upload(instance, body);
+    }
+    bucket.once();
+    assert_eq!(
+        bucket.snapshot().as_deref(),
+        Some(bucket.batch(&[]).as_str())
+    );
+    assert!(bucket.snapshot().unwrap().starts_with("COUNTER1 191122\n"));
+    let alerts = bucket.alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0]["rule"], "counter1-max");
+    assert_eq!(alerts[0]["state"], "firing");
+    assert_eq!(alerts[0]["value"], 191_122);
+
+    // A restart with nothing new: no duplicate alert.
+    bucket.once();
+    assert_eq!(bucket.alerts().len(), 1);
+
+    // Watching: an overwrite resolves the alert within a second or so.
+    let mut child = bucket.watch();
+    bucket.upload("i-2", "COUNTER1 100\n");
+    eventually("the resolution", || bucket.alerts().len() == 2);
+    assert_eq!(bucket.alerts()[1]["state"], "resolved");
+    // A delete, and a body that is rejected (i-3 keeps its last upload).
+    bucket.delete("i-4");
+    bucket.upload("i-3", "COUNTER1 12x\n");
+    let expected = bucket.batch(&[("i-3", "COUNTER1 1000 заказы 7\n")]);
+    eventually("the snapshot to follow", || {
+        bucket.snapshot().as_deref() == Some(expected.as_str())
+    });
+    assert!(expected.starts_with("COUNTER1 13445\n"), "{expected}");
+
+    // Ctrl-C stops it cleanly.
+    interrupt(&mut child);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("rejected counters/"), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+
+    // Changes made while it was stopped are caught up on restart, and what
+    // was already sent is not sent again.
+    bucket.upload("i-1", "COUNTER1 200000\nbids-won 1\n");
+    bucket.delete("i-3");
+    bucket.once();
+    assert_eq!(
+        bucket.snapshot().as_deref(),
+        Some(bucket.batch(&[]).as_str())
+    );
+    let alerts = bucket.alerts();
+    assert_eq!(alerts.len(), 3, "{alerts:#?}");
+    assert_eq!(
+        (alerts[2]["state"].as_str(), alerts[2]["value"].as_i64()),
+        (Some("firing"), Some(200_100))
+    );
+    assert!(
+        Path::new(
+            &bucket
+                .root
+                .join("totals")
+                .join(format!("{}.json", bucket.date))
+        )
+        .is_file()
+    );
+}
+
+#[test]
+fn tally_run_explains_a_missing_directory() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["run", "--once", "--bucket", "/nonexistent/tally-bucket"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("/nonexistent/tally-bucket is not a directory"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,536 @@
+//! One SQLite file holding every table of the embedded runtime: the state
+//! table and its change log ([`crate::sqlite`]), the partial items and the
+//! totals with the totals' change log, the alert records and marks, the
+//! stages' checkpoints in the change logs, and the runtime's sequencer.
+//!
+//! Every item is stored as JSON of the same type the DynamoDB adapters map
+//! with `serde_dynamo`, and every conditional write runs its check and its
+//! write in one immediate transaction, so concurrent writers are serialized
+//! exactly as DynamoDB's conditional writes and transactions are. The change
+//! logs are appended in the write's own transaction: the embedded
+//! counterpart of a NEW_AND_OLD_IMAGES stream. A write whose condition fails
+//! appends nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tally_core::aggregate::{Basis, PartialItem, TotalItem};
+use tally_core::key::Date;
+use tally_core::ports::{AlertStore, PutOutcome, StoreError, TotalsStore};
+use tally_core::rules::alert::AlertRecord;
+
+use crate::sqlite::SqliteStateStore;
+
+const SCHEMA: &str = "
+    PRAGMA journal_mode = WAL;
+    PRAGMA synchronous = NORMAL;
+    PRAGMA busy_timeout = 5000;
+    CREATE TABLE IF NOT EXISTS state (
+        part TEXT NOT NULL,
+        instance TEXT NOT NULL,
+        item TEXT NOT NULL,
+        PRIMARY KEY (part, instance)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS state_changes (
+        sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+        old_item TEXT,
+        new_item TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS partials (
+        part TEXT PRIMARY KEY,
+        date TEXT NOT NULL,
+        item TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS partials_by_date ON partials (date);
+    CREATE TABLE IF NOT EXISTS totals (
+        date TEXT NOT NULL,
+        counter TEXT NOT NULL,
+        item TEXT NOT NULL,
+        PRIMARY KEY (date, counter)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS totals_changes (
+        sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+        old_item TEXT,
+        new_item TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS alerts (
+        date TEXT NOT NULL,
+        alert TEXT NOT NULL,
+        item TEXT NOT NULL,
+        PRIMARY KEY (date, alert)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS marks (
+        date TEXT PRIMARY KEY,
+        generation INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS positions (
+        name TEXT PRIMARY KEY,
+        position INTEGER NOT NULL
+    ) WITHOUT ROWID;
+";
+
+/// Rows of a change log (`state_changes`, `totals_changes`) after `after`,
+/// oldest first, as (sequence, old item, new item) JSON text.
+pub(crate) fn change_rows(
+    connection: &Connection,
+    table: &str,
+    after: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<(i64, Option<String>, String)>> {
+    let mut statement = connection.prepare(&format!(
+        "SELECT sequence, old_item, new_item FROM {table} WHERE sequence > ?1 ORDER BY sequence LIMIT ?2"
+    ))?;
+    let rows = statement.query_map(params![after, limit as i64], |row| {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+    })?;
+    rows.collect()
+}
+
+/// Whether a versioned item may be written over what is stored: the stored
+/// item is at `read_version`, or absent when that is 0.
+fn at_version(stored: Option<u64>, read_version: u64) -> bool {
+    stored.unwrap_or(0) == read_version
+}
+
+/// The embedded runtime's database file.
+#[derive(Clone)]
+pub struct Database {
+    connection: Arc<Mutex<Connection>>,
+    path: String,
+}
+
+/// One row of the totals' change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotalChange {
+    pub sequence: i64,
+    pub old: Option<TotalItem>,
+    pub new: TotalItem,
+}
+
+impl Database {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Database, StoreError> {
+        let path = path.as_ref();
+        let display = path.display().to_string();
+        let connection = Connection::open(path)
+            .map_err(|e| StoreError::new(format!("opening database {display}"), e))?;
+        connection
+            .execute_batch(SCHEMA)
+            .map_err(|e| StoreError::new(format!("creating the tables in {display}"), e))?;
+        Ok(Database {
+            connection: Arc::new(Mutex::new(connection)),
+            path: display,
+        })
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The state table.
+    pub fn state(&self) -> SqliteStateStore {
+        SqliteStateStore::over(self.connection.clone(), self.path.clone())
+    }
+
+    /// The partial items and the totals.
+    pub fn totals(&self) -> SqliteTotalsStore {
+        SqliteTotalsStore { db: self.clone() }
+    }
+
+    /// The alert records and marks.
+    pub fn alerts(&self) -> SqliteAlertStore {
+        SqliteAlertStore { db: self.clone() }
+    }
+
+    fn error(
+        &self,
+        what: &str,
+        error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> StoreError {
+        StoreError::new(format!("{what} in database {}", self.path), error)
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.connection.lock().map_err(|_| {
+            self.error(
+                "locking the connection",
+                "a writer panicked while holding it; restart the process (committed writes are safe on disk)",
+            )
+        })
+    }
+
+    /// A named position in a change log (a stage's checkpoint), 0 at first.
+    pub fn position(&self, name: &str) -> Result<i64, StoreError> {
+        let connection = self.lock()?;
+        connection
+            .query_row(
+                "SELECT position FROM positions WHERE name = ?1",
+                params![name],
+                |row| row.get(0),
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(|e| self.error(&format!("reading position {name}"), e))
+    }
+
+    /// Moves a named position on; it never moves back.
+    pub fn set_position(&self, name: &str, position: i64) -> Result<(), StoreError> {
+        let connection = self.lock()?;
+        connection
+            .execute(
+                "INSERT INTO positions (name, position) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET position = max(position, excluded.position)",
+                params![name, position],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(&format!("writing position {name}"), e))
+    }
+
+    /// The next value of a named counter that survives restarts: the
+    /// runtime's sequencer, so an event seen after a restart still orders
+    /// after every event seen before it.
+    pub fn next_in_sequence(&self, name: &str) -> Result<u64, StoreError> {
+        let connection = self.lock()?;
+        let next: i64 = connection
+            .query_row(
+                "INSERT INTO positions (name, position) VALUES (?1, 1)
+                 ON CONFLICT (name) DO UPDATE SET position = position + 1
+                 RETURNING position",
+                params![name],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.error(&format!("advancing sequence {name}"), e))?;
+        Ok(next.max(0) as u64)
+    }
+
+    /// Rows of the totals' change log after `after`, oldest first.
+    pub fn total_changes_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<TotalChange>, StoreError> {
+        let rows = {
+            let connection = self.lock()?;
+            change_rows(&connection, "totals_changes", after, limit)
+                .map_err(|e| self.error("reading the totals' change log", e))?
+        };
+        rows.into_iter()
+            .map(|(sequence, old, new)| {
+                Ok(TotalChange {
+                    sequence,
+                    old: old.as_deref().map(|t| self.decode(t)).transpose()?,
+                    new: self.decode(&new)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The last sequence number of the state's change log (0 when empty).
+    pub fn last_state_change(&self) -> Result<i64, StoreError> {
+        self.last_of("state_changes")
+    }
+
+    /// The last sequence number of the totals' change log (0 when empty).
+    pub fn last_total_change(&self) -> Result<i64, StoreError> {
+        self.last_of("totals_changes")
+    }
+
+    fn last_of(&self, table: &str) -> Result<i64, StoreError> {
+        let connection = self.lock()?;
+        connection
+            .query_row(
+                &format!("SELECT coalesce(max(sequence), 0) FROM {table}"),
+                [],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.error(&format!("reading the end of {table}"), e))
+    }
+
+    /// The items (one JSON column) a query selects, decoded.
+    fn select<T: DeserializeOwned>(
+        &self,
+        connection: &Connection,
+        what: &str,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut statement = connection.prepare(sql).map_err(|e| self.error(what, e))?;
+        let items = statement
+            .query_map(params, |row| row.get::<_, String>(0))
+            .map_err(|e| self.error(what, e))?;
+        items
+            .map(|item| self.decode(&item.map_err(|e| self.error(what, e))?))
+            .collect()
+    }
+
+    /// The one item (one JSON column) a query selects, if any, decoded.
+    fn select_one<T: DeserializeOwned>(
+        &self,
+        connection: &Connection,
+        what: &str,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Option<T>, StoreError> {
+        let item: Option<String> = connection
+            .query_row(sql, params, |row| row.get(0))
+            .optional()
+            .map_err(|e| self.error(what, e))?;
+        item.map(|item| self.decode(&item)).transpose()
+    }
+
+    /// Runs `write` in one immediate transaction if `holds` says the stored
+    /// item (read by `read`, in the same transaction) allows it: the
+    /// embedded counterpart of a conditional write.
+    fn write_if<T: DeserializeOwned>(
+        &self,
+        read: (&str, &[&dyn rusqlite::ToSql]),
+        holds: impl FnOnce(&Connection, Option<&T>) -> Result<bool, StoreError>,
+        write: impl FnOnce(&Connection, Option<String>) -> Result<(), StoreError>,
+    ) -> Result<PutOutcome, StoreError> {
+        let mut connection = self.lock()?;
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.error("starting a write", e))?;
+        let (sql, params) = read;
+        let stored_text: Option<String> = transaction
+            .query_row(sql, params, |row| row.get(0))
+            .optional()
+            .map_err(|e| self.error("reading before a write", e))?;
+        let stored: Option<T> = stored_text.as_deref().map(|t| self.decode(t)).transpose()?;
+        if !holds(&transaction, stored.as_ref())? {
+            return Ok(PutOutcome::PreconditionFailed);
+        }
+        write(&transaction, stored_text)?;
+        transaction
+            .commit()
+            .map_err(|e| self.error("committing a write", e))?;
+        Ok(PutOutcome::Written)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, text: &str) -> Result<T, StoreError> {
+        serde_json::from_str(text).map_err(|e| self.error("decoding an item", e))
+    }
+
+    fn encode<T: Serialize>(&self, item: &T) -> Result<String, StoreError> {
+        serde_json::to_string(item).map_err(|e| self.error("encoding an item", e))
+    }
+}
+
+/// The aggregate stage's tables in SQLite.
+#[derive(Clone)]
+pub struct SqliteTotalsStore {
+    db: Database,
+}
+
+impl SqliteTotalsStore {
+    /// Every live total of a day, as task B's snapshot lists them.
+    pub fn live_totals(&self, date: &Date) -> Result<BTreeMap<String, i128>, StoreError> {
+        Ok(self
+            .totals_sync(date)?
+            .into_iter()
+            .filter_map(|total| total.value.map(|value| (total.counter, value.0)))
+            .collect())
+    }
+
+    fn totals_sync(&self, date: &Date) -> Result<Vec<TotalItem>, StoreError> {
+        let connection = self.db.lock()?;
+        self.db.select(
+            &connection,
+            "listing a day's totals",
+            "SELECT item FROM totals WHERE date = ?1 ORDER BY counter",
+            params![date.as_str()],
+        )
+    }
+}
+
+impl TotalsStore for SqliteTotalsStore {
+    async fn partial(&self, date: &Date, bucket: u64) -> Result<Option<PartialItem>, StoreError> {
+        let connection = self.db.lock()?;
+        self.db.select_one(
+            &connection,
+            "reading a partial item",
+            "SELECT item FROM partials WHERE part = ?1",
+            params![tally_core::aggregate::partial_key(date, bucket)],
+        )
+    }
+
+    async fn put_partial(
+        &self,
+        item: &PartialItem,
+        read_version: u64,
+    ) -> Result<PutOutcome, StoreError> {
+        let encoded = self.db.encode(item)?;
+        self.db.write_if::<PartialItem>(
+            ("SELECT item FROM partials WHERE part = ?1", &[&item.part]),
+            |_, stored| Ok(at_version(stored.map(|p| p.version), read_version)),
+            |connection, _| {
+                connection
+                    .execute(
+                        "INSERT INTO partials (part, date, item) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (part) DO UPDATE SET item = excluded.item",
+                        params![item.part, item.date.as_str(), encoded],
+                    )
+                    .map(|_| ())
+                    .map_err(|e| self.db.error("writing a partial item", e))
+            },
+        )
+    }
+
+    async fn partials(&self, date: &Date) -> Result<Vec<PartialItem>, StoreError> {
+        let connection = self.db.lock()?;
+        let mut partials: Vec<PartialItem> = self.db.select(
+            &connection,
+            "listing a day's partial items",
+            "SELECT item FROM partials WHERE date = ?1",
+            params![date.as_str()],
+        )?;
+        partials.sort_by_key(|p| p.bucket);
+        Ok(partials)
+    }
+
+    async fn totals_of(
+        &self,
+        date: &Date,
+        counters: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, TotalItem>, StoreError> {
+        let connection = self.db.lock()?;
+        let mut found = BTreeMap::new();
+        for counter in counters {
+            let total: Option<TotalItem> = self.db.select_one(
+                &connection,
+                "reading a total",
+                "SELECT item FROM totals WHERE date = ?1 AND counter = ?2",
+                params![date.as_str(), counter],
+            )?;
+            if let Some(total) = total {
+                found.insert(counter.clone(), total);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn put_total(
+        &self,
+        item: &TotalItem,
+        replaces: Option<&Basis>,
+    ) -> Result<PutOutcome, StoreError> {
+        let new_item = self.db.encode(item)?;
+        self.db.write_if::<TotalItem>(
+            (
+                "SELECT item FROM totals WHERE date = ?1 AND counter = ?2",
+                &[&item.date.as_str(), &item.counter],
+            ),
+            |_, stored| Ok(stored.map(|t| &t.basis) == replaces),
+            |connection, old_item| {
+                connection
+                    .execute(
+                        "INSERT INTO totals (date, counter, item) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (date, counter) DO UPDATE SET item = excluded.item",
+                        params![item.date.as_str(), item.counter, new_item],
+                    )
+                    .and_then(|_| {
+                        connection.execute(
+                            "INSERT INTO totals_changes (old_item, new_item) VALUES (?1, ?2)",
+                            params![old_item, new_item],
+                        )
+                    })
+                    .map(|_| ())
+                    .map_err(|e| self.db.error("writing a total and its change", e))
+            },
+        )
+    }
+
+    async fn totals(&self, date: &Date) -> Result<Vec<TotalItem>, StoreError> {
+        self.totals_sync(date)
+    }
+}
+
+/// The alert-state table in SQLite.
+#[derive(Clone)]
+pub struct SqliteAlertStore {
+    db: Database,
+}
+
+impl SqliteAlertStore {
+    fn mark_in(&self, connection: &Connection, date: &Date) -> Result<u64, StoreError> {
+        let mark: Option<i64> = connection
+            .query_row(
+                "SELECT generation FROM marks WHERE date = ?1",
+                params![date.as_str()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db.error("reading a day's mark", e))?;
+        Ok(mark.unwrap_or_default().max(0) as u64)
+    }
+}
+
+impl AlertStore for SqliteAlertStore {
+    async fn alerts(&self, date: &Date) -> Result<Vec<AlertRecord>, StoreError> {
+        let connection = self.db.lock()?;
+        self.db.select(
+            &connection,
+            "listing a day's alerts",
+            "SELECT item FROM alerts WHERE date = ?1 ORDER BY alert",
+            params![date.as_str()],
+        )
+    }
+
+    async fn mark(&self, date: &Date) -> Result<u64, StoreError> {
+        let connection = self.db.lock()?;
+        self.mark_in(&connection, date)
+    }
+
+    async fn claim(&self, date: &Date, generation: u64) -> Result<PutOutcome, StoreError> {
+        let connection = self.db.lock()?;
+        let changed = connection
+            .execute(
+                "INSERT INTO marks (date, generation) VALUES (?1, ?2)
+                 ON CONFLICT (date) DO UPDATE SET generation = excluded.generation
+                 WHERE marks.generation <= excluded.generation",
+                params![date.as_str(), generation as i64],
+            )
+            .map_err(|e| self.db.error("claiming a day's mark", e))?;
+        Ok(if changed == 1 {
+            PutOutcome::Written
+        } else {
+            PutOutcome::PreconditionFailed
+        })
+    }
+
+    async fn put_alert(
+        &self,
+        record: &AlertRecord,
+        read_version: u64,
+        mark: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        let encoded = self.db.encode(record)?;
+        self.db.write_if::<AlertRecord>(
+            (
+                "SELECT item FROM alerts WHERE date = ?1 AND alert = ?2",
+                &[&record.date.as_str(), &record.alert],
+            ),
+            |connection, stored| {
+                let mark_holds = match mark {
+                    Some(expected) => self.mark_in(connection, &record.date)? == expected,
+                    None => true,
+                };
+                Ok(mark_holds && at_version(stored.map(|r| r.version), read_version))
+            },
+            |connection, _| {
+                connection
+                    .execute(
+                        "INSERT INTO alerts (date, alert, item) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (date, alert) DO UPDATE SET item = excluded.item",
+                        params![record.date.as_str(), record.alert, encoded],
+                    )
+                    .map(|_| ())
+                    .map_err(|e| self.db.error("writing an alert", e))
+            },
+        )
+    }
+}
