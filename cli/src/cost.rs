@@ -52,8 +52,8 @@
 //!
 //! # Not measured yet
 //!
-//! Lambda durations and peak memory have not been measured for tally (issue
-//! #7 measures them): the defaults are assumptions, printed as such, with
+//! Lambda durations and peak memory have not been measured for tally yet:
+//! the defaults are assumptions, printed as such, with
 //! `--ingest-ms`, `--aggregate-ms`, `--rules-ms` and `--memory-mb` to
 //! override them. The seed's durations are not known here either.
 //!
@@ -98,7 +98,7 @@ Examples:
   tally cost --json                            every figure, input and assumption, for machines
 
 Units are computed from item sizes by DynamoDB's billing rules; prices are us-east-1 list prices
-(see the assumptions the command prints). Durations are assumptions until measured (issue #7).";
+(see the assumptions the command prints). Durations are assumptions until measured.";
 
 /// Hours AWS's pricing pages and calculator count in a month.
 const HOURS_PER_MONTH: f64 = 730.0;
@@ -128,7 +128,7 @@ const SNAPSHOT_PUTS: u64 = 2;
 /// The price list the defaults come from, and when.
 const PRICES_TAKEN: &str = "us-east-1 list prices as published in 2025 (DynamoDB on-demand after its 1 Nov 2024 cut; Lambda x86)";
 
-/// The seed's own yearly figures (issue #7).
+/// The seed's own yearly figures, as it reported them.
 const SEED_SERVERLESS_PER_YEAR: f64 = 4471.0;
 const SEED_EC2_PER_YEAR: f64 = 701.0;
 
@@ -209,7 +209,7 @@ struct StreamArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
-#[command(next_help_heading = "tally's Lambda functions (assumed until measured: issue #7)")]
+#[command(next_help_heading = "tally's Lambda functions (assumed until measured)")]
 struct LambdaArgs {
     /// Memory of each function, MB (DESIGN §7: peak ≤ 48 MB, so 128).
     #[arg(long, value_name = "MB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(128..=10_240))]
@@ -1240,21 +1240,21 @@ fn tally(inputs: &Inputs, fleet: &Fleet) -> Result<(Parts, TallyStages), CostErr
             uploads,
             inputs.lambda.memory_mb,
             inputs.lambda.ingest_ms,
-            "assumed (not measured yet: issue #7)",
+            "assumed (not measured yet)",
         ),
         function(
             "aggregate",
             batches,
             inputs.lambda.memory_mb,
             inputs.lambda.aggregate_ms,
-            "assumed (not measured yet: issue #7)",
+            "assumed (not measured yet)",
         ),
         function(
             "rules",
             rules_batches,
             inputs.lambda.memory_mb,
             inputs.lambda.rules_ms,
-            "assumed (not measured yet: issue #7)",
+            "assumed (not measured yet)",
         ),
     ];
     let tables = vec![
@@ -1622,7 +1622,7 @@ fn assumptions(inputs: &Inputs, stages: &TallyStages, seed: Option<&SeedItems>) 
         Assumption {
             what: "tally's Lambda durations",
             value: format!(
-                "ingest {} ms per upload, aggregate {} ms and rules {} ms per batch (not measured yet: issue #7)",
+                "ingest {} ms per upload, aggregate {} ms and rules {} ms per batch (not measured yet)",
                 l.ingest_ms, l.aggregate_ms, l.rules_ms
             ),
             kind: "assumed",
