@@ -662,35 +662,11 @@ mod tests {
     /// returns the messages each one sends.
     fn run(rules: &RuleSet, steps: &[(i64, &[(&str, i128)])]) -> Vec<Vec<Notification>> {
         let date = Date::parse("2015-11-16").unwrap();
-        let mut records = BTreeMap::new();
-        let mut previous = BTreeMap::new();
-        let mut sent = Vec::new();
-        for (generation, (minute, pairs)) in steps.iter().enumerate() {
-            let totals = day(pairs);
-            let changed = previous
-                .keys()
-                .chain(totals.keys())
-                .filter(|name| previous.get(*name) != totals.get(*name))
-                .cloned()
-                .collect();
-            let decisions = decide(
-                rules,
-                &date,
-                &totals,
-                &changed,
-                &records,
-                generation as u64 + 1,
-                at(*minute),
-            );
-            let mut messages = Vec::new();
-            for mut record in decisions.writes {
-                messages.extend(record.outbox.take());
-                records.insert(record.alert.clone(), record);
-            }
-            sent.push(messages);
-            previous = totals;
-        }
-        sent
+        let mut replay = crate::rules::unit::Replay::default();
+        steps
+            .iter()
+            .map(|(minute, pairs)| replay.evaluate(rules, &date, day(pairs), at(*minute)).0)
+            .collect()
     }
 
     const LIMIT: &str = "rules:\n  - name: counter1-max\n    counter: COUNTER1\n    max: 150000\n    severity: critical\n";

@@ -29,7 +29,7 @@ use marked_yaml::{LoaderOptions, Node};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::alert::{AlertRecord, AlertState, Notification, decide};
+use super::alert::{AlertRecord, AlertState, Notification, RuleError, decide};
 use super::load::{Location, RuleSet};
 use super::spec::Severity;
 use crate::key::Date;
@@ -239,8 +239,7 @@ fn run_test(
         return failures;
     }
     let mut now: DateTime<Utc> = DateTime::from_timestamp(1_447_632_000, 0).unwrap_or_default();
-    let mut records: BTreeMap<String, AlertRecord> = BTreeMap::new();
-    let mut previous: BTreeMap<String, i128> = BTreeMap::new();
+    let mut replay = Replay::default();
     for (index, evaluation) in test.evaluations.iter().enumerate() {
         let step = match evaluation.after.as_deref().map(humantime::parse_duration) {
             None => std::time::Duration::from_secs(60),
@@ -256,26 +255,7 @@ fn run_test(
             .iter()
             .map(|(name, value)| (name.clone(), i128::from(*value)))
             .collect();
-        let changed: BTreeSet<String> = previous
-            .keys()
-            .chain(totals.keys())
-            .filter(|name| previous.get(*name) != totals.get(*name))
-            .cloned()
-            .collect();
-        let decisions = decide(
-            rules,
-            &date,
-            &totals,
-            &changed,
-            &records,
-            index as u64 + 1,
-            now,
-        );
-        let mut sent: Vec<Notification> = Vec::new();
-        for mut record in decisions.writes {
-            sent.extend(record.outbox.take());
-            records.insert(record.alert.clone(), record);
-        }
+        let (sent, errors) = replay.evaluate(rules, &date, totals, now);
         let here = location_of(index);
         let mut unmatched: Vec<&Notification> = sent.iter().collect();
         for expected in &evaluation.alerts {
@@ -305,7 +285,7 @@ fn run_test(
                 ),
             ));
         }
-        let errored: BTreeSet<&str> = decisions.errors.iter().map(|e| e.rule.as_str()).collect();
+        let errored: BTreeSet<&str> = errors.iter().map(|e| e.rule.as_str()).collect();
         let expected_errors: BTreeSet<&str> =
             evaluation.rule_errors.iter().map(String::as_str).collect();
         if errored != expected_errors {
@@ -314,8 +294,7 @@ fn run_test(
                 format!(
                     "evaluation {}: rule errors were [{}], expected [{}]",
                     index + 1,
-                    decisions
-                        .errors
+                    errors
                         .iter()
                         .map(ToString::to_string)
                         .collect::<Vec<_>>()
@@ -324,9 +303,56 @@ fn run_test(
                 ),
             ));
         }
-        previous = totals;
     }
     failures
+}
+
+/// Evaluations in a row with the alert records kept in memory, as the
+/// rules stage keeps them in its table: each evaluation is the next
+/// generation, and the counters whose totals differ from the previous
+/// evaluation's are the changed ones. Ops' rule tests run on it.
+#[derive(Debug, Default)]
+pub struct Replay {
+    records: BTreeMap<String, AlertRecord>,
+    previous: BTreeMap<String, i128>,
+    generation: u64,
+}
+
+impl Replay {
+    /// Evaluates the day's `totals`; returns the messages sent and the
+    /// rules that failed.
+    pub fn evaluate(
+        &mut self,
+        rules: &RuleSet,
+        date: &Date,
+        totals: BTreeMap<String, i128>,
+        now: DateTime<Utc>,
+    ) -> (Vec<Notification>, Vec<RuleError>) {
+        let changed: BTreeSet<String> = self
+            .previous
+            .keys()
+            .chain(totals.keys())
+            .filter(|name| self.previous.get(*name) != totals.get(*name))
+            .cloned()
+            .collect();
+        self.generation += 1;
+        let decisions = decide(
+            rules,
+            date,
+            &totals,
+            &changed,
+            &self.records,
+            self.generation,
+            now,
+        );
+        let mut sent = Vec::new();
+        for mut record in decisions.writes {
+            sent.extend(record.outbox.take());
+            self.records.insert(record.alert.clone(), record);
+        }
+        self.previous = totals;
+        (sent, decisions.errors)
+    }
 }
 
 fn matches(expected: &ExpectedAlert, note: &Notification) -> bool {
