@@ -8,8 +8,8 @@
 //! units, Lambda invocations and GB-seconds, SNS and S3 requests, and dollars
 //! per month and per year, for tally and for the seed's design; then where
 //! each figure comes from, and every price and assumption with the flag that
-//! overrides it. Issue #7 puts the yearly figure at the seed's workload next
-//! to the seed's own ($4,471 for Lambda + DynamoDB, $701 on EC2), so the
+//! overrides it. The yearly figure at the seed's workload is what gets put
+//! next to the seed's own ($4,471 for Lambda + DynamoDB, $701 on EC2), so the
 //! yearly figures are printed for both DynamoDB billing modes.
 //!
 //! # Units from items, not from constants

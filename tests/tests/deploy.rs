@@ -1,5 +1,5 @@
 //! `deploy/template.yaml` against the code it deploys and the guards it
-//! promises (issue #6). cfn-lint and `sam validate --lint` (run by
+//! promises. cfn-lint and `sam validate --lint` (run by
 //! `scripts/lint-template`) check that the template is a valid template;
 //! they let through an invalid `Runtime` or `StartingPosition` and know
 //! nothing of tally. These tests check what tally depends on:
