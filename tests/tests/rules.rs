@@ -209,15 +209,20 @@ impl Notifier for FailingOnce {
     }
 }
 
-#[tokio::test]
-async fn a_message_decided_but_not_published_is_sent_on_redelivery() {
-    let mut world = RulesWorld::new(LIMIT).await;
-    world.upload("i-1", "COUNTER1 200000").await;
-    let records = world.aggregate().await;
+/// The rules stage as wired for the world, with a publisher that fails once.
+async fn flaky_stage(
+    world: &RulesWorld,
+    config: StageConfig,
+) -> tally_rules::RulesStage<
+    tally_aws::totals_tables::DynamoTotalsStore,
+    tally_aws::alerts_table::DynamoAlertStore,
+    FailingOnce,
+    tally_aws::bucket::S3ObjectStore,
+> {
     let sdk = tally_tests::sdk_config().await;
     let dynamodb = world.pipeline.ingest.dynamodb.clone();
     let clock = world.now.clone();
-    let flaky = tally_rules::RulesStage::new(
+    tally_rules::RulesStage::new(
         tally_aws::totals_tables::DynamoTotalsStore::new(
             dynamodb.clone(),
             &world.pipeline.partials_table,
@@ -232,9 +237,17 @@ async fn a_message_decided_but_not_published_is_sent_on_redelivery() {
             failed: Default::default(),
         },
         tally_aws::bucket::S3ObjectStore::new(world.pipeline.ingest.s3.clone()),
-        StageConfig::new(&world.pipeline.ingest.bucket),
+        config,
     )
-    .with_clock(std::sync::Arc::new(move || *clock.lock().unwrap()));
+    .with_clock(std::sync::Arc::new(move || *clock.lock().unwrap()))
+}
+
+#[tokio::test]
+async fn a_message_decided_but_not_published_is_sent_on_redelivery() {
+    let mut world = RulesWorld::new(LIMIT).await;
+    world.upload("i-1", "COUNTER1 200000").await;
+    let records = world.aggregate().await;
+    let flaky = flaky_stage(&world, StageConfig::new(&world.pipeline.ingest.bucket)).await;
     let event = tally_tests::streams::lambda_event(&records);
     let (response, report) = flaky.handle(&world.rules, &event).await;
     assert_eq!(report.failed, 1, "{report:?}");
@@ -441,29 +454,9 @@ async fn a_redelivery_waits_out_a_live_lease_then_sends_the_message_once() {
     let mut world = RulesWorld::new(LIMIT).await;
     world.upload("i-1", "COUNTER1 200000").await;
     let records = world.aggregate().await;
-    let sdk = tally_tests::sdk_config().await;
-    let dynamodb = world.pipeline.ingest.dynamodb.clone();
-    let clock = world.now.clone();
     let mut config = StageConfig::new(&world.pipeline.ingest.bucket);
     config.lease = Duration::from_secs(10);
-    let flaky = tally_rules::RulesStage::new(
-        tally_aws::totals_tables::DynamoTotalsStore::new(
-            dynamodb.clone(),
-            &world.pipeline.partials_table,
-            &world.pipeline.totals_table,
-        ),
-        tally_aws::alerts_table::DynamoAlertStore::new(dynamodb, &world.alerts_table),
-        FailingOnce {
-            inner: tally_aws::topic::SnsNotifier::new(
-                aws_sdk_sns::Client::new(&sdk),
-                &world.topic_arn,
-            ),
-            failed: Default::default(),
-        },
-        tally_aws::bucket::S3ObjectStore::new(world.pipeline.ingest.s3.clone()),
-        config,
-    )
-    .with_clock(std::sync::Arc::new(move || *clock.lock().unwrap()));
+    let flaky = flaky_stage(&world, config).await;
     let event = tally_tests::streams::lambda_event(&records);
     let (_, report) = flaky.handle(&world.rules, &event).await;
     assert_eq!(report.failed, 1, "{report:?}");
