@@ -259,8 +259,65 @@ fn describe(error: &EvalexprError) -> String {
         EvalexprError::FunctionIdentifierNotFound(name) => format!(
             "unknown function {name:?}; tally adds counter, sum, count and ratio to evalexpr's own"
         ),
+        // evalexpr says "Error adding 9223372036854775807 + 1" (and "Error
+        // negating --9223372036854775808"), which does not say what went
+        // wrong: on integers these errors only ever mean an overflow.
+        EvalexprError::AdditionError { augend, addend } => overflow(format!("{augend} + {addend}")),
+        EvalexprError::SubtractionError {
+            minuend,
+            subtrahend,
+        } => overflow(format!("{minuend} - {subtrahend}")),
+        EvalexprError::MultiplicationError {
+            multiplicand,
+            multiplier,
+        } => overflow(format!("{multiplicand} * {multiplier}")),
+        EvalexprError::NegationError { argument } => overflow(format!("-({argument})")),
+        EvalexprError::ModulationError { dividend, divisor } => {
+            format!("remainder of {dividend} by {divisor} (division by zero or overflow)")
+        }
         EvalexprError::CustomMessage(message) => message.clone(),
         other => other.to_string(),
+    }
+}
+
+fn overflow(operation: String) -> String {
+    format!(
+        "{operation} overflows the 64-bit integers expressions compute with; keep intermediate values in range (compare `a > b - c` rather than `a + c > b`) or use ratio(), which computes in floating point"
+    )
+}
+
+/// evalexpr's `math::abs`, `shl` and `shr` apply Rust's plain operators to
+/// integers: they panic on overflow in a debug build (a rule would crash
+/// the whole batch) and silently wrap in a release build
+/// (`math::abs(-9223372036854775808)` stays negative, `shl(1, 64)` is 1).
+/// These are the same functions with the overflow reported as the rule's
+/// evaluation error. `None` leaves the call to evalexpr (floats, and the
+/// type errors it reports itself).
+fn checked_builtin(identifier: &str, argument: &Value) -> Option<EvalexprResult<Value>> {
+    match (identifier, argument) {
+        ("math::abs", Value::Int(n)) => Some(
+            n.checked_abs()
+                .map(Value::Int)
+                .ok_or_else(|| EvalexprError::CustomMessage(overflow(format!("math::abs({n})")))),
+        ),
+        ("shl" | "shr", Value::Tuple(values)) => {
+            let [Value::Int(a), Value::Int(by)] = values.as_slice() else {
+                return None;
+            };
+            let shifted = u32::try_from(*by).ok().and_then(|bits| {
+                if identifier == "shl" {
+                    a.checked_shl(bits)
+                } else {
+                    a.checked_shr(bits)
+                }
+            });
+            Some(shifted.map(Value::Int).ok_or_else(|| {
+                EvalexprError::CustomMessage(format!(
+                    "{identifier}({a}, {by}) shifts by {by} bits; a shift is 0 to 63 bits"
+                ))
+            }))
+        }
+        _ => None,
     }
 }
 
@@ -428,7 +485,9 @@ impl Context for DayContext<'_> {
                 Ok(Value::Int(i64::try_from(count).unwrap_or(i64::MAX)))
             }
             "ratio" => ratio(argument),
-            other => Err(EvalexprError::FunctionIdentifierNotFound(other.to_owned())),
+            other => checked_builtin(other, argument).unwrap_or_else(|| {
+                Err(EvalexprError::FunctionIdentifierNotFound(other.to_owned()))
+            }),
         }
     }
 
@@ -465,7 +524,13 @@ impl Context for ProbeContext {
                 }
                 other => Err(other),
             }),
-            other => Err(EvalexprError::FunctionIdentifierNotFound(other.to_owned())),
+            // Overflows on the probe's values say nothing about real totals,
+            // as for the arithmetic operators.
+            other => match checked_builtin(other, argument) {
+                Some(Err(EvalexprError::CustomMessage(_))) => Ok(Value::Int(1)),
+                Some(result) => result,
+                None => Err(EvalexprError::FunctionIdentifierNotFound(other.to_owned())),
+            },
         }
     }
 
@@ -572,6 +637,73 @@ mod tests {
             .unwrap();
         assert_eq!(refused, [true; 4]);
         assert!(Expression::parse("a >= -1 && !(b < -2)").is_ok());
+    }
+
+    #[test]
+    fn overflows_name_the_operation_and_what_to_do() {
+        let max = i64::MAX as i128;
+        for (source, day, expected) in [
+            (
+                "a + 1 > 0",
+                [("a", max)],
+                "9223372036854775807 + 1 overflows",
+            ),
+            (
+                "a - -1 > 0",
+                [("a", max)],
+                "9223372036854775807 - -1 overflows",
+            ),
+            (
+                "a * 2 > 0",
+                [("a", max)],
+                "9223372036854775807 * 2 overflows",
+            ),
+            (
+                "-a > 0",
+                [("a", -max - 1)],
+                "-(-9223372036854775808) overflows",
+            ),
+            (
+                "a % 0 > 0",
+                [("a", 1)],
+                "remainder of 1 by 0 (division by zero",
+            ),
+        ] {
+            let error = Expression::parse(source)
+                .unwrap()
+                .evaluate(&totals(&day))
+                .unwrap_err();
+            assert!(error.starts_with(expected), "{source}: {error}");
+        }
+    }
+
+    /// evalexpr's own `math::abs`, `shl` and `shr` panic on overflow in a
+    /// debug build and wrap in a release one; on real totals the overflow
+    /// is the rule's error, and on the load-time probe it is no error.
+    #[test]
+    fn builtin_functions_that_overflow_are_errors_not_panics() {
+        let min = i64::MIN as i128;
+        for (source, day, expected) in [
+            (
+                "math::abs(a) > 0",
+                [("a", min)],
+                "math::abs(-9223372036854775808) overflows",
+            ),
+            ("shl(1, a) > 0", [("a", 64)], "shl(1, 64) shifts by 64 bits"),
+            ("shr(1, a) > 0", [("a", -1)], "shr(1, -1) shifts by -1 bits"),
+        ] {
+            let expression = Expression::parse(source).unwrap();
+            let error = expression.evaluate(&totals(&day)).unwrap_err();
+            assert!(error.starts_with(expected), "{source}: {error}");
+        }
+        assert!(Expression::parse("shl(1, 64) > 0").is_ok());
+        let e =
+            Expression::parse("math::abs(a) == 5 && shl(a, 2) == 20 && shr(a, 1) == 2").unwrap();
+        assert!(e.evaluate(&totals(&[("a", 5)])).unwrap().holds);
+        // A total beyond i64 is a float, which evalexpr's own abs takes.
+        let e = Expression::parse("math::abs(a) > 0").unwrap();
+        assert!(e.evaluate(&totals(&[("a", -4 * min)])).unwrap().holds);
+        assert!(Expression::parse(r#"shl("x", 1) > 0"#).is_err());
     }
 
     #[test]
