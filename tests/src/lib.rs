@@ -203,6 +203,7 @@ pub async fn receive_all(
 }
 
 pub mod faults;
+pub mod http_faults;
 pub mod rules_world;
 pub mod seed;
 pub mod streams;
