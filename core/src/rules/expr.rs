@@ -186,6 +186,7 @@ impl Expression {
     /// by zero, overflow) is the rule's, reported as such.
     pub fn evaluate(&self, totals: &dyn Totals) -> Result<Outcome, String> {
         let context = DayContext::new(self, totals);
+        check_divisors(&self.tree, &context).map_err(|e| describe(&e))?;
         let value = self
             .tree
             .eval_with_context(&context)
@@ -284,6 +285,39 @@ fn overflow(operation: String) -> String {
     format!(
         "{operation} overflows the 64-bit integers expressions compute with; keep intermediate values in range (compare `a > b - c` rather than `a + c > b`) or use ratio(), which computes in floating point"
     )
+}
+
+/// Fails a division or remainder by zero that evalexpr would let through.
+///
+/// evalexpr refuses an integer division by zero, but divides floats without
+/// a check: `counter("A") * 1.0 / counter("B")` with B at 0 is infinity (or
+/// NaN), which then compares as true or false without a word, and a total
+/// beyond i64 (given as a float) divided by a zero total does the same.
+/// Every divisor is evaluated first, and a zero one is the rule's error, as
+/// for integers. This changes no result: evalexpr evaluates every operand
+/// of every operator anyway (`&&` and `||` do not short-circuit), so a
+/// guard such as `B != 0 && A / B > 1` already fails on integers.
+fn check_divisors(node: &Node, context: &DayContext<'_>) -> EvalexprResult<()> {
+    if let (Operator::Div | Operator::Mod, [dividend, divisor]) = (node.operator(), node.children())
+    {
+        let by = divisor.eval_with_context(context)?;
+        if matches!(by, Value::Int(0)) || matches!(by, Value::Float(f) if f == 0.0) {
+            let dividend = dividend.eval_with_context(context)?;
+            return Err(match node.operator() {
+                Operator::Div => EvalexprError::DivisionError {
+                    dividend,
+                    divisor: by,
+                },
+                _ => EvalexprError::ModulationError {
+                    dividend,
+                    divisor: by,
+                },
+            });
+        }
+    }
+    node.children()
+        .iter()
+        .try_for_each(|child| check_divisors(child, context))
 }
 
 /// evalexpr's `math::abs`, `shl` and `shr` apply Rust's plain operators to
@@ -675,6 +709,30 @@ mod tests {
                 .unwrap_err();
             assert!(error.starts_with(expected), "{source}: {error}");
         }
+    }
+
+    #[test]
+    fn float_division_by_zero_is_an_error_like_integer_division() {
+        let zero = [("a", 10), ("b", 0)];
+        for (source, expected) in [
+            ("a * 1.0 / b > 1.5", "division of 10 by 0"),
+            ("a / 0.0 > 1", "division of 10 by 0"),
+            ("a % b == 0", "remainder of 10 by 0"),
+            ("a * 1.0 % b == 0", "remainder of 10 by 0"),
+        ] {
+            let error = Expression::parse(source)
+                .unwrap()
+                .evaluate(&totals(&zero))
+                .unwrap_err();
+            assert!(error.starts_with(expected), "{source}: {error}");
+        }
+        // A total beyond i64 is a float; divided by a zero total it was infinity.
+        let huge = [("a", i128::from(i64::MAX) * 2), ("b", 0)];
+        let e = Expression::parse("a / b > 1").unwrap();
+        assert!(e.evaluate(&totals(&huge)).unwrap_err().contains("division"));
+        // Non-zero divisors, and divisions by non-constant expressions, as before.
+        let e = Expression::parse("a * 1.0 / b == 2.5 && a / (b - 1) == 10 / 3").unwrap();
+        assert!(e.evaluate(&totals(&[("a", 10), ("b", 4)])).unwrap().holds);
     }
 
     /// evalexpr's own `math::abs`, `shl` and `shr` panic on overflow in a
