@@ -69,7 +69,12 @@ pub fn decode_record(record: &EventRecord) -> Result<Decoded, RecordError> {
             }
             serde_dynamo::from_item(item.clone())
                 .map(Some)
-                .map_err(|e| fail(format!("{which} is not a state item: {e}")))
+                .map_err(|e| {
+                    fail(format!(
+                        "{which} {} is not a state item: {e}",
+                        tally_core::state::attribute_types(item)
+                    ))
+                })
         };
     let old = image(&record.change.old_image, "OldImage")?;
     let new = image(&record.change.new_image, "NewImage")?;
@@ -148,5 +153,45 @@ impl<T: TotalsStore> Aggregator<T> {
             response.batch_item_failures.push(failure);
         }
         (response, report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(new_image: serde_json::Value) -> EventRecord {
+        serde_json::from_value(serde_json::json!({
+            "eventID": "e-1",
+            "eventName": "INSERT",
+            "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb",
+            "awsRegion": "us-east-1",
+            "dynamodb": {
+                "Keys": {"Part": {"S": "2015-11-16#14"}, "Instance": {"S": "i-1"}},
+                "NewImage": new_image,
+                "SequenceNumber": "100",
+                "SizeBytes": 10,
+                "StreamViewType": "NEW_AND_OLD_IMAGES"
+            },
+            "eventSourceARN": "arn:aws:dynamodb:us-east-1:1:table/state/stream/x"
+        }))
+        .unwrap()
+    }
+
+    /// serde_dynamo says only "Expected map"; the error lists the image's
+    /// attributes with their types, so the wrong one can be seen.
+    #[test]
+    fn an_image_of_the_wrong_types_names_its_attributes_and_types() {
+        let bad = record(serde_json::json!({
+            "Part": {"S": "2015-11-16#14"}, "Instance": {"S": "i-1"},
+            "Date": {"S": "2015-11-16"}, "Counters": {"S": "requests 5"},
+            "Ordering": {"S": "s:0A"}, "ObjectKey": {"S": "counters/2015-11-16/i-1"}
+        }));
+        let error = decode_record(&bad).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "stream record e-1 (sequence number 100): NewImage {Counters: S, Date: S, Instance: S, ObjectKey: S, Ordering: S, Part: S} is not a state item: Expected map"
+        );
     }
 }

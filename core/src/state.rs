@@ -251,10 +251,60 @@ impl InstanceState {
     }
 }
 
+/// An item's attribute names and DynamoDB types, as `{Counters: S, Date: S}`,
+/// for an error about an image or key that does not decode: serde_dynamo's
+/// errors ("Expected map", "Expected string") do not say which attribute
+/// is wrong, and the values may be too large to log.
+pub fn attribute_types(item: &serde_dynamo::Item) -> String {
+    use serde_dynamo::AttributeValue as A;
+    let mut attributes: Vec<(&str, &str)> = item
+        .iter()
+        .map(|(name, value)| {
+            let kind = match value {
+                A::N(_) => "N",
+                A::S(_) => "S",
+                A::Bool(_) => "BOOL",
+                A::B(_) => "B",
+                A::Null(_) => "NULL",
+                A::M(_) => "M",
+                A::L(_) => "L",
+                A::Ss(_) => "SS",
+                A::Ns(_) => "NS",
+                A::Bs(_) => "BS",
+            };
+            (name.as_str(), kind)
+        })
+        .collect();
+    attributes.sort_unstable();
+    let listed: Vec<String> = attributes
+        .iter()
+        .map(|(name, kind)| format!("{name}: {kind}"))
+        .collect();
+    format!("{{{}}}", listed.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures;
+
+    #[test]
+    fn attribute_types_name_each_attribute_with_its_dynamodb_type() {
+        let item: serde_dynamo::Item = serde_json::from_value::<
+            std::collections::HashMap<String, serde_dynamo::AttributeValue>,
+        >(serde_json::json!({
+            "Date": {"S": "2015-11-16"},
+            "Counters": {"S": "requests 5"},
+            "Deleted": {"BOOL": false},
+            "Basis": {"L": [{"N": "1"}]}
+        }))
+        .unwrap()
+        .into();
+        assert_eq!(
+            attribute_types(&item),
+            "{Basis: L, Counters: S, Date: S, Deleted: BOOL}"
+        );
+    }
 
     fn state(instance: &str, content: Content) -> InstanceState {
         fixtures::state(instance, "0A1B2C3D4E5F678901", content)

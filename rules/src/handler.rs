@@ -62,8 +62,12 @@ pub fn decode_record(record: &EventRecord) -> Result<Decoded, RecordError> {
     if !matches!(record.event_name.as_str(), "INSERT" | "MODIFY" | "REMOVE") {
         return Err(fail(format!("unknown eventName {:?}", record.event_name)));
     }
-    let key: TotalKey = serde_dynamo::from_item(record.change.keys.clone())
-        .map_err(|e| fail(format!("Keys are not a total's key (Counter, Date): {e}")))?;
+    let key: TotalKey = serde_dynamo::from_item(record.change.keys.clone()).map_err(|e| {
+        fail(format!(
+            "Keys {} are not a total's key (Counter: S, Date: S): {e}",
+            tally_core::state::attribute_types(&record.change.keys)
+        ))
+    })?;
     let image = |item: &serde_dynamo::Item| {
         (!item.is_empty())
             .then(|| TotalItem::from_item(item.clone()).ok())
@@ -215,7 +219,20 @@ mod tests {
         bad.change.keys.remove("Date");
         let error = decode_record(&bad).unwrap_err().to_string();
         assert!(
-            error.starts_with("stream record 1 (sequence number 100): Keys are not a total's key"),
+            error.starts_with(
+                "stream record 1 (sequence number 100): Keys {Counter: S} are not a total's key (Counter: S, Date: S): missing field `Date`"
+            ),
+            "{error}"
+        );
+        // serde_dynamo's message does not name the attribute; the listing does.
+        let mut wrong_type = record("MODIFY", Some("5"), Some("6"));
+        wrong_type.change.keys.insert(
+            "Date".into(),
+            serde_dynamo::AttributeValue::N("20151116".into()),
+        );
+        let error = decode_record(&wrong_type).unwrap_err().to_string();
+        assert!(
+            error.ends_with("Keys {Counter: S, Date: N} are not a total's key (Counter: S, Date: S): Expected string"),
             "{error}"
         );
     }
