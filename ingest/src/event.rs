@@ -184,11 +184,14 @@ pub fn decode(payload: &Value) -> Result<Invocation, DecodeError> {
     }
 }
 
+// Both decoders go through serde_path_to_error: serde's own messages
+// ("invalid type: integer `5`, expected a string") do not say which field
+// is wrong, and an event has dozens; the path ("s3.object.key: ...") does.
 fn envelope<T: serde::de::DeserializeOwned>(
     payload: &Value,
     envelope: &'static str,
 ) -> Result<T, DecodeError> {
-    T::deserialize(payload).map_err(|e| DecodeError::Envelope {
+    serde_path_to_error::deserialize(payload).map_err(|e| DecodeError::Envelope {
         envelope,
         detail: e.to_string(),
     })
@@ -261,7 +264,8 @@ fn decode_s3_record(value: &Value) -> Result<Record, String> {
             .entry(unused)
             .or_insert_with(|| Value::Object(Default::default()));
     }
-    let record: S3EventRecord = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    let record: S3EventRecord =
+        serde_path_to_error::deserialize(value).map_err(|e| e.to_string())?;
 
     let event_name = record.event_name.ok_or_else(|| "no eventName".to_owned())?;
     let bucket = record
@@ -496,5 +500,44 @@ mod tests {
                 ..
             })
         ));
+        let broken_sns = json!({"Records": [{
+            "EventSource": "aws:sns", "EventVersion": "1.0", "EventSubscriptionArn": "arn:aws:sns:us-east-1:123456789012:uploads:1",
+            "Sns": {"Type": "Notification", "MessageId": "m-1", "TopicArn": "arn:aws:sns:us-east-1:123456789012:uploads",
+                    "Message": 5, "Timestamp": "2015-11-16T10:00:00.200Z", "SignatureVersion": "1",
+                    "Signature": "EXAMPLE", "SigningCertURL": "EXAMPLE", "UnsubscribeURL": "EXAMPLE"}
+        }]});
+        let error = decode(&broken_sns).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "SNS envelope does not decode: Records[0].Sns.Message: invalid type: integer `5`, expected a string"
+        );
+
+        // The field of an S3 record that is of the wrong type is named.
+        for (field, value, expected) in [
+            (
+                "size",
+                json!("12"),
+                "s3.object.size: invalid type: string \"12\", expected i64",
+            ),
+            (
+                "key",
+                json!(20151116),
+                "s3.object.key: invalid type: integer `20151116`, expected a string",
+            ),
+        ] {
+            let mut record = s3_record("ObjectCreated:Put", "counters/2015-11-16/i-1");
+            record["s3"]["object"][field] = value;
+            let error = decode(&json!({"Records": [record]}))
+                .unwrap()
+                .messages
+                .remove(0)
+                .records
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                error,
+                format!("S3 event: S3 record 0 does not decode: {expected}")
+            );
+        }
     }
 }

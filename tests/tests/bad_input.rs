@@ -262,7 +262,7 @@ async fn sns_record_whose_message_is_not_a_string_is_refused_and_changes_nothing
     let message = error.to_string();
     assert!(
         message.starts_with(
-            "1 of 1 records failed; first: SNS envelope does not decode: invalid type: map, expected a string"
+            "1 of 1 records failed; first: SNS envelope does not decode: Records[0].Sns.Message: invalid type: map, expected a string"
         ),
         "{message}"
     );
@@ -340,7 +340,9 @@ async fn s3_record_with_size_as_a_string_is_refused_and_changes_nothing() {
         .expect_err("a record of the wrong types fails the invocation");
     let message = error.to_string();
     assert!(
-        message.contains("S3 record 0 does not decode: invalid type: string \"12\", expected i64"),
+        message.contains(
+            "S3 record 0 does not decode: s3.object.size: invalid type: string \"12\", expected i64"
+        ),
         "{message}"
     );
     assert_nothing_changed(&mut world, &before, "size as a string").await;
@@ -361,7 +363,7 @@ async fn s3_record_with_the_key_as_a_number_is_refused_and_changes_nothing() {
     let message = error.to_string();
     assert!(
         message.contains(
-            "S3 record 0 does not decode: invalid type: integer `20151116`, expected a string"
+            "S3 record 0 does not decode: s3.object.key: invalid type: integer `20151116`, expected a string"
         ),
         "{message}"
     );
