@@ -83,6 +83,9 @@ const COUNTERS: &[&str] = &[
 
 const ROUNDS: usize = 6;
 
+/// A fleet takes about a minute on two cores; ten is a stuck stage.
+const FLEET_DEADLINE: Duration = Duration::from_secs(600);
+
 /// SplitMix64, for the fleet's script.
 struct Random(u64);
 
@@ -260,12 +263,14 @@ async fn deliver<F, Fut>(
     what: &str,
     seed: u64,
     mut handle: F,
-) where
+) -> (usize, usize)
+where
     F: FnMut(Vec<Value>) -> Fut,
     Fut: std::future::Future<Output = Vec<String>>,
 {
     let mut position = 0;
     let mut invocations = 0;
+    let mut failures = 0;
     while position < records.len() {
         let size = 1 + random.below(25) as usize;
         let batch: Vec<Value> = records[position..(position + size).min(records.len())].to_vec();
@@ -278,14 +283,17 @@ async fn deliver<F, Fut>(
         match failed.first() {
             None => {
                 if random.chance(10) {
+                    invocations += 1;
                     let again = handle(batch.clone()).await;
                     if !again.is_empty() {
+                        failures += 1;
                         continue; // delivered again from the same position
                     }
                 }
                 position += batch.len();
             }
             Some(_) => {
+                failures += 1;
                 let first_failed = batch
                     .iter()
                     .position(|record| {
@@ -300,6 +308,7 @@ async fn deliver<F, Fut>(
             }
         }
     }
+    (invocations, failures)
 }
 
 /// One world: its resources, its stages, the stream positions and what it sent.
@@ -322,7 +331,9 @@ impl Run {
 
     /// Uploads (or deletes) the round's objects, then delivers their events
     /// to ingest out of order, some twice, retrying failed invocations.
-    async fn round(&mut self, steps: &[(String, Step)], random: &mut Random, seed: u64) {
+    /// Returns a line saying how many invocations each stage took.
+    async fn round(&mut self, steps: &[(String, Step)], random: &mut Random, seed: u64) -> String {
+        let started = Instant::now();
         let ingest = &self.world.pipeline.ingest;
         let mut events = Vec::new();
         for (instance, step) in steps {
@@ -339,45 +350,62 @@ impl Run {
             events.push(event);
         }
         random.shuffle(&mut events);
+        let (mut ingest_invocations, mut ingest_failures) = (0, 0);
         for event in &events {
             let sns = tally_tests::sns_event(event);
             let mut invocations = 0;
             loop {
                 invocations += 1;
+                ingest_invocations += 1;
                 match self.stages.ingest.handle(&sns).await {
                     Ok((_, report)) if report.failed == 0 => break,
-                    outcome => assert!(
-                        invocations < MAX_INVOCATIONS,
-                        "seed {seed}: ingest failed {invocations} times: {outcome:?}"
-                    ),
+                    outcome => {
+                        ingest_failures += 1;
+                        assert!(
+                            invocations < MAX_INVOCATIONS,
+                            "seed {seed}: ingest failed {invocations} times: {outcome:?}"
+                        )
+                    }
                 }
             }
         }
 
-        let records = self.world.pipeline.stream.read_new().await;
+        let state_records = self.world.pipeline.stream.read_new().await;
+        let records = &state_records;
         let aggregate = &self.stages.aggregate;
-        deliver(&records, random, "aggregate", seed, |batch| async move {
-            let (response, _) = aggregate.handle(&lambda_event(&batch)).await;
-            response
-                .batch_item_failures
-                .into_iter()
-                .filter_map(|f| f.item_identifier)
-                .collect()
-        })
-        .await;
+        let (aggregate_invocations, aggregate_failures) =
+            deliver(records, random, "aggregate", seed, |batch| async move {
+                let (response, _) = aggregate.handle(&lambda_event(&batch)).await;
+                response
+                    .batch_item_failures
+                    .into_iter()
+                    .filter_map(|f| f.item_identifier)
+                    .collect()
+            })
+            .await;
 
-        let records = self.world.totals_stream.read_new().await;
+        let totals_records = self.world.totals_stream.read_new().await;
         let rules = &self.stages.rules;
         let rule_set = &self.world.rules;
-        deliver(&records, random, "rules", seed, |batch| async move {
-            let (response, _) = rules.handle(rule_set, &lambda_event(&batch)).await;
-            response
-                .batch_item_failures
-                .into_iter()
-                .filter_map(|f| f.item_identifier)
-                .collect()
-        })
-        .await;
+        let (rules_invocations, rules_failures) =
+            deliver(&totals_records, random, "rules", seed, |batch| async move {
+                let (response, _) = rules.handle(rule_set, &lambda_event(&batch)).await;
+                response
+                    .batch_item_failures
+                    .into_iter()
+                    .filter_map(|f| f.item_identifier)
+                    .collect()
+            })
+            .await;
+        format!(
+            "ingest {ingest_invocations} invocations ({ingest_failures} failed) for {} events; \
+             aggregate {aggregate_invocations} ({aggregate_failures} failed) for {} records; \
+             rules {rules_invocations} ({rules_failures} failed) for {} records; {:.1} s",
+            events.len(),
+            state_records.len(),
+            totals_records.len(),
+            started.elapsed().as_secs_f64()
+        )
     }
 
     async fn drain_alerts(&mut self) {
@@ -435,8 +463,11 @@ async fn one_fleet(seed: u64, rate: f64) {
     let mut clean_random = Random(seed.rotate_left(17));
     let mut faulty_random = Random(seed.rotate_left(17));
     for (round, steps) in script.iter().enumerate() {
-        clean.round(steps, &mut clean_random, seed).await;
-        faulty.round(steps, &mut faulty_random, seed).await;
+        let clean_line = clean.round(steps, &mut clean_random, seed).await;
+        let faulty_line = faulty.round(steps, &mut faulty_random, seed).await;
+        eprintln!(
+            "round {round}, fault-free: {clean_line}\nround {round}, faults:     {faulty_line}"
+        );
 
         let expected = clean.world.pipeline.batch_totals(DATE).await;
         let clean_totals = clean.world.pipeline.totals(DATE).await;
@@ -561,6 +592,12 @@ async fn pipeline_under_20_percent_faults_equals_the_fault_free_run() {
         .unwrap_or(1u64);
     let first = seed();
     for n in 0..fleets {
-        one_fleet(first.wrapping_add(n), rate).await;
+        let seed = first.wrapping_add(n);
+        // A stage stuck retrying must fail with its seed, not hang CI.
+        tokio::time::timeout(FLEET_DEADLINE, one_fleet(seed, rate))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("seed {seed}: the fleet did not finish within {FLEET_DEADLINE:?}")
+            });
     }
 }
