@@ -12,6 +12,11 @@
 //!
 //! The response JSON (what Lambda would get back) goes to stdout; a line
 //! saying what the handler did goes to stderr.
+//!
+//! With `--bootstrap PATH` the handler does not run in this process:
+//! the built Lambda binary runs, as Lambda runs it, behind a local Runtime
+//! API, and its init time, duration and peak memory are reported
+//! ([`super::bootstrap`]). That measures the artefact that is deployed.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -38,6 +43,7 @@ Examples:
   tally invoke ingest --event tests/fixtures/aws-events/s3-put.json
   tally invoke aggregate --event batch.json
   aws sqs receive-message ... | jq '...' | tally invoke ingest --event -
+  tally invoke ingest --event e.json --bootstrap target/lambda/x86_64/ingest/bootstrap
 
 Each function reads its own environment, as the Lambda does:
   ingest     TALLY_STATE_TABLE (required), TALLY_COUNTERS_PREFIX, TALLY_MAX_BODY_BYTES,
@@ -63,6 +69,21 @@ pub struct InvokeArgs {
     /// ones or TALLY_RULES_BUCKET.
     #[arg(long, value_name = "DIR")]
     rules: Option<PathBuf>,
+    /// Run this built Lambda binary (an unzipped `bootstrap`) instead of the
+    /// handler in this process, as Lambda would, for one invocation; report
+    /// its init time, duration and peak memory on stderr.
+    #[arg(long, value_name = "PATH")]
+    bootstrap: Option<PathBuf>,
+    /// With --bootstrap: the memory size the function is told it has, in MB.
+    #[arg(long, default_value_t = 128, requires = "bootstrap", value_parser = clap::value_parser!(u32).range(128..=10_240))]
+    memory_mb: u32,
+    /// With --bootstrap: the invocation's timeout in seconds (default: the
+    /// deployment's, 60 for ingest, 120 for aggregate, 150 for rules).
+    #[arg(long, requires = "bootstrap", value_parser = clap::value_parser!(u64).range(1..=900))]
+    timeout: Option<u64>,
+    /// With --bootstrap: the function's name (default tally-<function>).
+    #[arg(long, requires = "bootstrap")]
+    function_name: Option<String>,
 }
 
 pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
@@ -78,6 +99,9 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
         return Err(anyhow!(
             "--rules applies to `tally invoke rules` only; leave it out"
         ));
+    }
+    if let Some(path) = &args.bootstrap {
+        return run_bootstrap(&args, path, text, payload, &shown).await;
     }
     let (response, failed_items) = match args.function {
         Function::Ingest => {
@@ -140,6 +164,87 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// `--bootstrap`: the built binary behind a local Runtime API.
+async fn run_bootstrap(
+    args: &InvokeArgs,
+    path: &Path,
+    text: String,
+    payload: Value,
+    shown: &str,
+) -> anyhow::Result<()> {
+    if args.rules.is_some() {
+        return Err(anyhow!(
+            "--rules applies to the handler in this process; a bootstrap evaluates its bundled rules or TALLY_RULES_BUCKET's, so leave --rules out"
+        ));
+    }
+    // The same check the function's runtime makes, made here so a wrong
+    // file is named as such rather than as the function's error.
+    if args.function != Function::Ingest {
+        stream_event(payload, shown)?;
+    }
+    let name = match args.function {
+        Function::Ingest => "ingest",
+        Function::Aggregate => "aggregate",
+        Function::Rules => "rules",
+    };
+    let timeout = args.timeout.unwrap_or(match args.function {
+        Function::Ingest => 60,
+        Function::Aggregate => 120,
+        Function::Rules => 150,
+    });
+    let region = std::env::var("AWS_REGION")
+        .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|_| "us-east-1".to_owned());
+    let options = super::bootstrap::Options {
+        path: path.to_path_buf(),
+        function_name: args
+            .function_name
+            .clone()
+            .unwrap_or_else(|| format!("tally-{name}")),
+        memory_mb: args.memory_mb,
+        timeout: std::time::Duration::from_secs(timeout),
+        region,
+    };
+    let measured = super::bootstrap::invoke(&options, text.into_bytes().into()).await?;
+    let peak = match measured.peak_kb {
+        Some(kb) => format!("peak memory {:.1} MB (VmHWM {kb} kB)", kb as f64 / 1024.0),
+        None => "peak memory unknown (no /proc on this system)".to_owned(),
+    };
+    eprintln!(
+        "{name} bootstrap {}: init {:.1} ms, duration {:.1} ms, {peak}, memory size {} MB",
+        path.display(),
+        measured.init.as_secs_f64() * 1e3,
+        measured.duration.as_secs_f64() * 1e3,
+        args.memory_mb
+    );
+    match measured.ending {
+        super::bootstrap::Ending::Response(body) => {
+            let failed = match serde_json::from_slice::<Value>(&body) {
+                Ok(response) => {
+                    println!("{}", serde_json::to_string_pretty(&response)?);
+                    count_failures(&response)
+                }
+                Err(_) => {
+                    println!("{}", String::from_utf8_lossy(&body));
+                    0
+                }
+            };
+            if failed > 0 {
+                return Err(anyhow!(
+                    "the function reported {}; Lambda would deliver them again (the response above names them, its log above says why)",
+                    super::count(failed as u64, "batch item failure")
+                ));
+            }
+            Ok(())
+        }
+        super::bootstrap::Ending::Error { kind, body } => Err(anyhow!(
+            "the invocation failed (Lambda would retry it){}: {}; its log above says why",
+            kind.map(|k| format!(" with {k}")).unwrap_or_default(),
+            String::from_utf8_lossy(&body)
+        )),
+    }
 }
 
 fn read_event(path: &Path) -> anyhow::Result<String> {

@@ -3,7 +3,8 @@
 //!
 //! - [`backfill`]: ingest what is already in the bucket (a first deploy);
 //! - [`reconcile`]: recompute a day's totals from the state table, repair drift;
-//! - [`invoke`]: run one function's handler once on an event file;
+//! - [`invoke`]: run one function's handler once on an event file, or its
+//!   built binary behind a local Lambda Runtime API ([`bootstrap`]);
 //! - [`dev`]: create the pipeline's resources on an AWS-compatible endpoint
 //!   (moto's server) and drive the three handlers there as Lambda would.
 //!
@@ -15,6 +16,7 @@
 //! done and, where the cause is a usual one, what to do about it.
 
 pub mod backfill;
+pub mod bootstrap;
 pub mod dev;
 pub mod invoke;
 pub mod reconcile;
