@@ -327,8 +327,15 @@ fn check_divisors(node: &Node, context: &DayContext<'_>) -> EvalexprResult<()> {
 /// These are the same functions with the overflow reported as the rule's
 /// evaluation error. `None` leaves the call to evalexpr (floats, and the
 /// type errors it reports itself).
+///
+/// `str::substring(s, start[, end])` is here too: evalexpr slices `s` at
+/// those byte offsets and panics, in any build, when one falls inside a
+/// character (`str::substring("é", 0, 1)`), which would take down
+/// `tally rules check` or a whole rules batch. Here such an offset is an
+/// out-of-bounds access, as one past the end already is.
 fn checked_builtin(identifier: &str, argument: &Value) -> Option<EvalexprResult<Value>> {
     match (identifier, argument) {
+        ("str::substring", _) => Some(substring(argument)),
         ("math::abs", Value::Int(n)) => Some(
             n.checked_abs()
                 .map(Value::Int)
@@ -353,6 +360,25 @@ fn checked_builtin(identifier: &str, argument: &Value) -> Option<EvalexprResult<
         }
         _ => None,
     }
+}
+
+/// evalexpr's `str::substring`, with offsets that split a character refused.
+fn substring(argument: &Value) -> EvalexprResult<Value> {
+    let args = argument.as_ranged_len_tuple(2..=3)?;
+    let subject = args[0].as_string()?;
+    let offset = |value: &Value| -> EvalexprResult<usize> {
+        usize::try_from(value.as_int()?).map_err(|_| EvalexprError::OutOfBoundsAccess)
+    };
+    let start = offset(&args[1])?;
+    let end = match args.get(2) {
+        Some(end) => offset(end)?,
+        None => subject.len(),
+    };
+    // `get` is `None` past the end, for start > end, and off a char boundary.
+    subject
+        .get(start..end)
+        .map(Value::from)
+        .ok_or(EvalexprError::OutOfBoundsAccess)
 }
 
 /// Finds `counter`, `sum` and `count` calls, requiring literal names.
@@ -797,5 +823,22 @@ mod tests {
         );
         let long = format!("a > {}", "1".repeat(MAX_EXPRESSION_BYTES));
         assert!(Expression::parse(&long).unwrap_err().contains("bytes"));
+    }
+
+    /// The expression fuzz target (fuzz/fuzz_targets/expression.rs) crashed
+    /// on these: evalexpr's `str::substring` panicked on a byte offset
+    /// inside a character, at load (the type check evaluates the
+    /// expression) or, with an offset read from a total, on real totals.
+    #[test]
+    fn a_substring_that_would_split_a_character_is_an_error_not_a_panic() {
+        let error = Expression::parse(r#"str::substring("é", 0, 1) == """#).unwrap_err();
+        assert!(error.contains("invalid index"), "{error}");
+        let e = Expression::parse(r#"str::substring("aé", counter("n", 0)) == "é""#).unwrap();
+        assert!(e.evaluate(&totals(&[("n", 2)])).is_err());
+        assert!(e.evaluate(&totals(&[("n", 1)])).unwrap().holds);
+        assert!(e.evaluate(&totals(&[("n", -1)])).is_err());
+        assert!(e.evaluate(&totals(&[("n", 9)])).is_err());
+        let e = Expression::parse(r#"str::substring("aéb", 1, 3) == "é""#).unwrap();
+        assert!(e.evaluate(&totals(&[])).unwrap().holds);
     }
 }
