@@ -28,7 +28,7 @@ fn reference(body: &[u8]) -> Option<Vec<(&str, i64)>> {
         .split([' ', '\t', '\r', '\n'])
         .filter(|t| !t.is_empty())
         .collect();
-    if tokens.len() % 2 != 0 {
+    if !tokens.len().is_multiple_of(2) {
         return None;
     }
     let mut seen = HashSet::new();
