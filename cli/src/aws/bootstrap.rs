@@ -189,10 +189,9 @@ pub async fn invoke(options: &Options, event: Bytes) -> anyhow::Result<Measured>
         };
         let init = delivered_at.duration_since(started);
         // The invocation: until the response or error, within the timeout.
-        let (ended_at, ending) = loop {
-            tokio::select! {
+        let (ended_at, ending) = tokio::select! {
                 message = seen.recv() => match message {
-                    Some(Seen::Ended(at, ending)) => break (at, ending),
+                    Some(Seen::Ended(at, ending)) => (at, ending),
                     Some(Seen::Refused(why)) => bail!("{} broke the Runtime API: {why}", options.path.display()),
                     Some(Seen::AskedAgain) => bail!("{} asked for another event without answering this one", options.path.display()),
                     Some(other) => bail!("{} sent {other:?} during the invocation", options.path.display()),
@@ -208,7 +207,6 @@ pub async fn invoke(options: &Options, event: Bytes) -> anyhow::Result<Measured>
                     options.path.display(),
                     options.timeout
                 ),
-            }
         };
         // Let it come back for the next event, then read its high-water mark.
         let _ = tokio::time::timeout(SETTLE_LIMIT, async {
