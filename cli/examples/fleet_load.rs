@@ -31,9 +31,10 @@
 //!   server `scripts/with-moto` starts (`TALLY_TEST_ENDPOINT`): each upload
 //!   is a PUT through the S3 API and one SNS-wrapped S3 event to ingest
 //!   (`--concurrency` invocations at once, as Lambda would run several);
-//!   then the state table's stream, read through the DynamoDB Streams API,
-//!   goes to aggregate in batches of `--batch` (the deployment's 100), and
-//!   the totals' stream to rules likewise; alerts go through SNS to a queue.
+//!   then the state table's stream, read through the DynamoDB Streams API
+//!   in pages of `--batch` records (the deployment's 100) as Lambda's
+//!   poller reads it, goes to aggregate a page at a time, and the totals'
+//!   stream to rules likewise; alerts go through SNS to a queue.
 //!   Stages run one after the other here; on AWS they overlap, and each
 //!   stream waits its batching window (20 s by default) first, which this
 //!   leaves out.
@@ -217,7 +218,7 @@ async fn run(args: Args) -> Result<()> {
     );
     let mut driver = match args.path {
         PathKind::Embedded => Driver::Embedded(Box::new(Embedded::open().await?)),
-        PathKind::Aws => Driver::Aws(Box::new(Aws::open().await)),
+        PathKind::Aws => Driver::Aws(Box::new(Aws::open().await?)),
     };
     for round in 0..args.rounds {
         let figures = match &mut driver {
@@ -383,22 +384,73 @@ fn check_snapshot(snapshot: &str, expected: i128) -> Result<()> {
     Ok(())
 }
 
+/// One table's stream read as Lambda's poller reads it: `GetRecords`
+/// pages of at most one batch, each page handed on as one batch. (Asking
+/// the AWS API server for thousands of records at once outlasts the SDK's
+/// 40 s operation timeout.)
+struct Poller {
+    stream: tally_aws::streams::Stream,
+    iterator: Option<String>,
+}
+
+impl Poller {
+    async fn open(world: &tally_tests::rules_world::RulesWorld, table: &str) -> Result<Poller> {
+        let sdk = tally_tests::sdk_config().await;
+        let stream =
+            tally_aws::streams::Stream::of_table(&sdk, &world.pipeline.ingest.dynamodb, table)
+                .await?;
+        let shard = stream
+            .shards()
+            .await?
+            .into_iter()
+            .next()
+            .with_context(|| format!("the stream of {table} has no shard"))?;
+        let iterator = stream
+            .iterator(&shard.id, &tally_aws::streams::Position::TrimHorizon)
+            .await?;
+        Ok(Poller { stream, iterator })
+    }
+
+    /// The next page of at most `batch` records; empty when caught up.
+    async fn next(&mut self, batch: usize) -> Result<Vec<serde_json::Value>> {
+        let Some(iterator) = self.iterator.clone() else {
+            return Ok(Vec::new());
+        };
+        let page = self
+            .stream
+            .read(
+                iterator,
+                i32::try_from(batch).unwrap_or(1000).clamp(1, 1000),
+            )
+            .await?;
+        self.iterator = page.next;
+        Ok(page.records)
+    }
+}
+
 /// The handlers against the AWS API server.
 struct Aws {
     world: tally_tests::rules_world::RulesWorld,
+    state: Poller,
+    totals: Poller,
 }
 
 impl Aws {
-    async fn open() -> Aws {
-        Aws {
-            world: tally_tests::rules_world::RulesWorld::with_rules(tally_rules::bundled::rules())
-                .await,
-        }
+    async fn open() -> Result<Aws> {
+        let world =
+            tally_tests::rules_world::RulesWorld::with_rules(tally_rules::bundled::rules()).await;
+        let state = Poller::open(&world, &world.pipeline.ingest.table).await?;
+        let totals = Poller::open(&world, &world.pipeline.totals_table).await?;
+        Ok(Aws {
+            world,
+            state,
+            totals,
+        })
     }
 
     async fn round(&mut self, workload: &Workload, round: u32, args: &Args) -> Result<Round> {
         let date = tally_tests::rules_world::DATE;
-        let world = &mut self.world;
+        let world = &self.world;
         let concurrency = args.concurrency.max(1);
         let started = Instant::now();
         let ingest = &world.pipeline.ingest;
@@ -447,14 +499,20 @@ impl Aws {
         }
         let ingested = started.elapsed();
 
-        let records = world.pipeline.stream.read_new().await;
-        let state_read = started.elapsed();
+        let batch = args.batch.max(1);
         let (mut aggregate_wu, mut aggregate_ru) = (0, 0);
-        for chunk in records.chunks(args.batch.max(1)) {
+        let mut state_read = Duration::ZERO;
+        loop {
+            let reading = Instant::now();
+            let chunk = self.state.next(batch).await?;
+            state_read += reading.elapsed();
+            if chunk.is_empty() {
+                break;
+            }
             let (response, report) = world
                 .pipeline
                 .aggregator
-                .handle(&tally_tests::streams::lambda_event(chunk))
+                .handle(&tally_tests::streams::lambda_event(&chunk))
                 .await;
             if !response.batch_item_failures.is_empty() {
                 bail!("round {}: an aggregate batch failed: {report:?}", round + 1);
@@ -464,12 +522,18 @@ impl Aws {
         }
         let aggregated = started.elapsed();
 
-        let totals = world.totals_stream.read_new().await;
-        let totals_read = started.elapsed();
-        let (mut rules_wu, mut rules_ru, mut alerts) = (0, 0, 0);
+        let (mut rules_wu, mut rules_ru, mut alerts, mut totals_changed) = (0, 0, 0, 0);
         let mut alert_at = None;
-        for chunk in totals.chunks(args.batch.max(1)) {
-            let (response, report) = world.evaluate(chunk).await;
+        let mut totals_read = Duration::ZERO;
+        loop {
+            let reading = Instant::now();
+            let chunk = self.totals.next(batch).await?;
+            totals_read += reading.elapsed();
+            if chunk.is_empty() {
+                break;
+            }
+            totals_changed += chunk.len() as u64;
+            let (response, report) = world.evaluate(&chunk).await;
             if !response.batch_item_failures.is_empty() {
                 bail!("round {}: a rules batch failed: {report:?}", round + 1);
             }
@@ -503,14 +567,14 @@ impl Aws {
             reaction,
             stages: Some([
                 ingested,
-                state_read - ingested,
-                aggregated - state_read,
-                totals_read - aggregated,
-                reaction - totals_read,
+                state_read,
+                aggregated - ingested - state_read,
+                totals_read,
+                reaction - aggregated - totals_read,
             ]),
             alert_at,
             alerts,
-            totals_changed: totals.len() as u64,
+            totals_changed,
             write_units: [ingest_wu, aggregate_wu, rules_wu],
             read_units: [ingest_ru, aggregate_ru, rules_ru],
             peak_kb: peak_kb(),
