@@ -69,12 +69,13 @@ impl fmt::Display for Fault {
     }
 }
 
-/// SplitMix64: a small seeded generator, enough to pick faults repeatably.
+/// SplitMix64: a small seeded generator, enough to pick faults (and the
+/// fault test's fleets) repeatably from a seed.
 #[derive(Debug)]
-struct SplitMix64(u64);
+pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -83,8 +84,8 @@ impl SplitMix64 {
     }
 
     /// A number in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
     }
 }
 

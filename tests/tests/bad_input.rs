@@ -131,6 +131,16 @@ async fn stored(world: &RulesWorld) -> Stored {
     }
 }
 
+/// Hands `event` to ingest, which must fail the invocation (so that Lambda
+/// retries it and then sends it to the dead-letter queue), and returns the
+/// error users see.
+async fn ingest_refuses(world: &RulesWorld, event: &Value) -> String {
+    match world.pipeline.ingest.ingestor.handle(event).await {
+        Err(error) => error.to_string(),
+        Ok((_, report)) => panic!("ingest accepted an event it must refuse: {report:?}"),
+    }
+}
+
 /// Nothing reached the state table's stream (so nothing can reach the
 /// totals), and every store reads as it did before the bad input.
 async fn assert_nothing_changed(world: &mut RulesWorld, before: &Stored, input: &str) {
@@ -228,14 +238,7 @@ async fn truncated_sns_message_is_refused_and_changes_nothing() {
     // The S3 event inside SNS's envelope, cut off halfway, as a truncating
     // relay or a hand-edited replay would leave it.
     event["Records"][0]["Sns"]["Message"] = inner[..inner.len() / 2].into();
-    let error = world
-        .pipeline
-        .ingest
-        .ingestor
-        .handle(&event)
-        .await
-        .expect_err("a truncated event fails the invocation, so it ends in the dead-letter queue");
-    let message = error.to_string();
+    let message = ingest_refuses(&world, &event).await;
     assert!(
         message.starts_with("1 of 1 records failed; first: SNS message ")
             && message.contains("the S3 event is not JSON: EOF while parsing"),
@@ -252,14 +255,7 @@ async fn sns_record_whose_message_is_not_a_string_is_refused_and_changes_nothing
     let mut event = sns_event(&inner);
     // The S3 event as a JSON object instead of the string SNS always sends.
     event["Records"][0]["Sns"]["Message"] = inner;
-    let error = world
-        .pipeline
-        .ingest
-        .ingestor
-        .handle(&event)
-        .await
-        .expect_err("an envelope of the wrong types fails the invocation");
-    let message = error.to_string();
+    let message = ingest_refuses(&world, &event).await;
     assert!(
         message.starts_with(
             "1 of 1 records failed; first: SNS envelope does not decode: Records[0].Sns.Message: invalid type: map, expected a string"
@@ -312,15 +308,9 @@ async fn records_given_as_an_object_instead_of_a_list_are_refused_and_change_not
     let mut event = good_event_for_i2(&world).await;
     let record = event["Records"][0].take();
     event["Records"] = json!({ "0": record });
-    let error = world
-        .pipeline
-        .ingest
-        .ingestor
-        .handle(&event)
-        .await
-        .expect_err("an event of no known shape fails the invocation");
+    let message = ingest_refuses(&world, &event).await;
     assert_eq!(
-        error.to_string(),
+        message,
         "1 of 1 records failed; first: the event is not one ingest accepts (SNS, S3 or SQS records): no Records[0].EventSource or eventSource"
     );
     assert_nothing_changed(&mut world, &before, "\"Records\": {}").await;
@@ -331,14 +321,7 @@ async fn s3_record_with_size_as_a_string_is_refused_and_changes_nothing() {
     let (mut world, before) = seeded(RULES).await;
     let mut inner = good_event_for_i2(&world).await;
     inner["Records"][0]["s3"]["object"]["size"] = "12".into();
-    let error = world
-        .pipeline
-        .ingest
-        .ingestor
-        .handle(&sns_event(&inner))
-        .await
-        .expect_err("a record of the wrong types fails the invocation");
-    let message = error.to_string();
+    let message = ingest_refuses(&world, &sns_event(&inner)).await;
     assert!(
         message.contains(
             "S3 record 0 does not decode: s3.object.size: invalid type: string \"12\", expected i64"
@@ -353,14 +336,7 @@ async fn s3_record_with_the_key_as_a_number_is_refused_and_changes_nothing() {
     let (mut world, before) = seeded(RULES).await;
     let mut inner = good_event_for_i2(&world).await;
     inner["Records"][0]["s3"]["object"]["key"] = json!(20151116);
-    let error = world
-        .pipeline
-        .ingest
-        .ingestor
-        .handle(&sns_event(&inner))
-        .await
-        .expect_err("a key that is not text fails the invocation");
-    let message = error.to_string();
+    let message = ingest_refuses(&world, &sns_event(&inner)).await;
     assert!(
         message.contains(
             "S3 record 0 does not decode: s3.object.key: invalid type: integer `20151116`, expected a string"

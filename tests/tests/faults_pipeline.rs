@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
+use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use serde_json::Value;
 use tally_aws::alerts_table::DynamoAlertStore;
@@ -46,7 +47,7 @@ use tally_aws::topic::SnsNotifier;
 use tally_aws::totals_tables::DynamoTotalsStore;
 use tally_ingest::{IngestConfig, Ingestor};
 use tally_rules::stage::{RulesStage, StageConfig};
-use tally_tests::http_faults::{Fault, FaultyHttpClient};
+use tally_tests::http_faults::{Fault, FaultyHttpClient, SplitMix64};
 use tally_tests::rules_world::{DATE, RulesWorld, Stage};
 use tally_tests::streams::lambda_event;
 use tally_tests::{receive_all, sdk_config};
@@ -86,20 +87,16 @@ const ROUNDS: usize = 6;
 /// A fleet takes about a minute on two cores; ten is a stuck stage.
 const FLEET_DEADLINE: Duration = Duration::from_secs(600);
 
-/// SplitMix64, for the fleet's script.
-struct Random(u64);
+/// The fleet's script and the delivery's choices, from the seed.
+struct Random(SplitMix64);
 
 impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+    fn new(seed: u64) -> Random {
+        Random(SplitMix64(seed))
     }
 
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.0.below(n)
     }
 
     fn chance(&mut self, percent: u64) -> bool {
@@ -123,7 +120,7 @@ enum Step {
 
 /// The fleet's whole script: per round, per instance, what it does.
 fn fleet(seed: u64) -> Vec<Vec<(String, Step)>> {
-    let mut random = Random(seed);
+    let mut random = Random::new(seed);
     let instances: Vec<String> = (0..5 + random.below(6))
         .map(|i| {
             if i == 0 {
@@ -311,6 +308,15 @@ where
     (invocations, failures)
 }
 
+/// The sequence numbers a stream handler's response names as failed.
+fn failed_records(response: DynamoDbEventResponse) -> Vec<String> {
+    response
+        .batch_item_failures
+        .into_iter()
+        .filter_map(|failure| failure.item_identifier)
+        .collect()
+}
+
 /// One world: its resources, its stages, the stream positions and what it sent.
 struct Run {
     world: RulesWorld,
@@ -375,12 +381,7 @@ impl Run {
         let aggregate = &self.stages.aggregate;
         let (aggregate_invocations, aggregate_failures) =
             deliver(records, random, "aggregate", seed, |batch| async move {
-                let (response, _) = aggregate.handle(&lambda_event(&batch)).await;
-                response
-                    .batch_item_failures
-                    .into_iter()
-                    .filter_map(|f| f.item_identifier)
-                    .collect()
+                failed_records(aggregate.handle(&lambda_event(&batch)).await.0)
             })
             .await;
 
@@ -389,12 +390,7 @@ impl Run {
         let rule_set = &self.world.rules;
         let (rules_invocations, rules_failures) =
             deliver(&totals_records, random, "rules", seed, |batch| async move {
-                let (response, _) = rules.handle(rule_set, &lambda_event(&batch)).await;
-                response
-                    .batch_item_failures
-                    .into_iter()
-                    .filter_map(|f| f.item_identifier)
-                    .collect()
+                failed_records(rules.handle(rule_set, &lambda_event(&batch)).await.0)
             })
             .await;
         format!(
@@ -460,8 +456,8 @@ async fn one_fleet(seed: u64, rate: f64) {
     let script = fleet(seed);
     let mut clean = Run::new(0.0, seed).await;
     let mut faulty = Run::new(rate, seed ^ 0x5EED).await;
-    let mut clean_random = Random(seed.rotate_left(17));
-    let mut faulty_random = Random(seed.rotate_left(17));
+    let mut clean_random = Random::new(seed.rotate_left(17));
+    let mut faulty_random = Random::new(seed.rotate_left(17));
     for (round, steps) in script.iter().enumerate() {
         let clean_line = clean.round(steps, &mut clean_random, seed).await;
         let faulty_line = faulty.round(steps, &mut faulty_random, seed).await;
