@@ -27,6 +27,34 @@ pub struct S3ObjectStore {
 }
 
 impl S3ObjectStore {
+    /// Every object under `prefix`, as ListObjectsV2 describes it, in key
+    /// order: all pages. The port's listing and `tally backfill` (which also
+    /// needs sizes and modification times) both read the bucket through it.
+    pub async fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<aws_sdk_s3::types::Object>, StoreError> {
+        let mut objects = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| s3_error(format!("S3 ListObjectsV2 s3://{bucket}/{prefix}"), e))?;
+            objects.extend(page.contents.unwrap_or_default());
+            match page.next_continuation_token {
+                Some(next) if page.is_truncated == Some(true) => token = Some(next),
+                _ => return Ok(objects),
+            }
+        }
+    }
+
     pub fn new(client: Client) -> S3ObjectStore {
         S3ObjectStore { client }
     }
@@ -169,32 +197,15 @@ impl ObjectWriter for S3ObjectStore {
     }
 
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let mut objects = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(bucket)
-                .prefix(prefix)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| s3_error(format!("S3 ListObjectsV2 s3://{bucket}/{prefix}"), e))?;
-            objects.extend(
-                page.contents
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|object| {
-                        let etag = normalize_etag(object.e_tag.as_deref().unwrap_or_default());
-                        object.key.map(|key| (key, etag))
-                    }),
-            );
-            match page.next_continuation_token {
-                Some(next) if page.is_truncated == Some(true) => token = Some(next),
-                _ => return Ok(objects),
-            }
-        }
+        Ok(self
+            .list_objects(bucket, prefix)
+            .await?
+            .into_iter()
+            .filter_map(|object| {
+                let etag = normalize_etag(object.e_tag.as_deref().unwrap_or_default());
+                object.key.map(|key| (key, etag))
+            })
+            .collect())
     }
 }
 

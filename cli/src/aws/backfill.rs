@@ -212,40 +212,25 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
 
 /// Every object under `prefix`, in key order.
 async fn list(aws: &Aws, bucket: &str, prefix: &str) -> anyhow::Result<Vec<Listed>> {
-    let s3 = tally_aws::config::s3(&aws.sdk);
-    let mut objects = Vec::new();
-    let mut token = None;
-    loop {
-        let page = s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_continuation_token(token)
-            .send()
-            .await
-            .map_err(|e| {
-                aws.explain(tally_aws::store_error(
-                    format!("S3 ListObjectsV2 s3://{bucket}/{prefix}"),
-                    e.into_service_error(),
-                ))
-            })?;
-        for object in page.contents.unwrap_or_default() {
-            let Some(key) = object.key else { continue };
-            objects.push(Listed {
-                key,
+    let store = tally_aws::bucket::S3ObjectStore::new(tally_aws::config::s3(&aws.sdk));
+    let objects = store
+        .list_objects(bucket, prefix)
+        .await
+        .map_err(|e| aws.explain(e))?;
+    Ok(objects
+        .into_iter()
+        .filter_map(|object| {
+            Some(Listed {
+                key: object.key?,
                 etag: object.e_tag,
                 size: object.size.unwrap_or(0),
                 last_modified_millis: object
                     .last_modified
                     .and_then(|t| t.to_millis().ok())
                     .unwrap_or(0),
-            });
-        }
-        match page.next_continuation_token {
-            Some(next) if page.is_truncated == Some(true) => token = Some(next),
-            _ => return Ok(objects),
-        }
-    }
+            })
+        })
+        .collect())
 }
 
 /// The S3 event record a backfilled object gets: an `ObjectCreated:Put` at
