@@ -108,6 +108,42 @@ pub enum PutOutcome {
     PreconditionFailed,
 }
 
+/// A conditional write whose outcome decides what happens next, with a lost
+/// response told apart from a lost race.
+///
+/// When a write lands but its response is lost (a timeout after DynamoDB
+/// applied it), the SDK retries it, and the retry fails its own condition
+/// because the first attempt changed the item. Taken at its word, that
+/// failure says "someone else wrote first", and the writer would stop doing
+/// what it owes after its own write (ingest's check of the bucket, the
+/// rules stage's publish). So a failed condition is confirmed by reading the
+/// item back: if it holds exactly what this write put there, the write is
+/// this writer's own and counts as [`PutOutcome::Written`].
+///
+/// The read-back costs one strongly consistent read, and only on the rare
+/// failed condition. Stores that never lose a response (the embedded ones)
+/// pay nothing extra: their failed conditions are real and the read-back
+/// finds another writer's item.
+pub async fn put_confirmed<T, W, R>(
+    written: &T,
+    write: W,
+    read_back: impl FnOnce() -> R,
+) -> Result<PutOutcome, StoreError>
+where
+    T: PartialEq,
+    W: Future<Output = Result<PutOutcome, StoreError>>,
+    R: Future<Output = Result<Option<T>, StoreError>>,
+{
+    match write.await? {
+        PutOutcome::Written => Ok(PutOutcome::Written),
+        PutOutcome::PreconditionFailed => Ok(if read_back().await?.as_ref() == Some(written) {
+            PutOutcome::Written
+        } else {
+            PutOutcome::PreconditionFailed
+        }),
+    }
+}
+
 /// The state table.
 pub trait StateStore: Send + Sync {
     /// A strongly consistent read of one instance's state.
@@ -343,6 +379,37 @@ mod tests {
         };
         assert!(tombstone.holds(&new, Some(&state(seq("2"), None))));
         assert!(!tombstone.holds(&new, Some(&state(seq("2"), Some("b")))));
+    }
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        use std::task::{Context, Poll, Waker};
+        let mut future = std::pin::pin!(future);
+        let mut context = Context::from_waker(Waker::noop());
+        loop {
+            if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+                return output;
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_condition_over_this_writes_own_item_is_this_writes_success() {
+        let failed = || async { Ok(PutOutcome::PreconditionFailed) };
+        // The write landed, its response was lost, the retry failed: ours.
+        let landed = block_on(put_confirmed(&7, failed(), || async { Ok(Some(7)) }));
+        assert_eq!(landed.unwrap(), PutOutcome::Written);
+        // Someone else's item, or none: a real lost race.
+        let other = block_on(put_confirmed(&7, failed(), || async { Ok(Some(8)) }));
+        assert_eq!(other.unwrap(), PutOutcome::PreconditionFailed);
+        let none = block_on(put_confirmed(&7, failed(), || async { Ok(None) }));
+        assert_eq!(none.unwrap(), PutOutcome::PreconditionFailed);
+        // A write that reports success reads nothing back.
+        let written = block_on(put_confirmed(
+            &7,
+            async { Ok(PutOutcome::Written) },
+            || async { Err(StoreError::new("read", "must not be called")) },
+        ));
+        assert_eq!(written.unwrap(), PutOutcome::Written);
     }
 
     #[test]
