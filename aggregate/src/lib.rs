@@ -10,6 +10,8 @@
 //! - [`apply`]: one batch of changes against the tables;
 //! - [`handler`]: one Lambda invocation, its decoding and failure reporting;
 //! - [`reconcile`]: recompute a day from the state table and repair drift;
+//! - [`scheduled`]: the scheduler's reconcile of yesterday, told apart from
+//!   a stream batch;
 //! - [`settings`]: the environment the Lambda reads;
 //! - [`wiring`]: the stage over DynamoDB, as the Lambda and the `tally`
 //!   command's AWS tools build it.
@@ -17,6 +19,7 @@
 pub mod apply;
 pub mod handler;
 pub mod reconcile;
+pub mod scheduled;
 pub mod settings;
 pub mod wiring;
 

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `TALLY_PARTIALS_TABLE` | required | the partial items (exact sums per bucket of a day) |
 //! | `TALLY_TOTALS_TABLE` | required | the totals table (the seed's table 2) |
+//! | `TALLY_STATE_TABLE` | unset | the state table, read by the scheduled reconcile only (without it the function refuses a reconcile request) |
 //!
 //! AWS settings (region, credentials, `AWS_ENDPOINT_URL`, `AWS_MAX_ATTEMPTS`)
 //! are the SDK's own. One reader for the Lambda, `tally invoke aggregate`
@@ -21,13 +22,20 @@ pub enum SettingsError {
 
 /// The variables the aggregate stage reads, for the deployment's check of
 /// its template (and `tally dev up`, which prints them).
-pub const VARIABLES: &[&str] = &["TALLY_PARTIALS_TABLE", "TALLY_TOTALS_TABLE"];
+pub const VARIABLES: &[&str] = &[
+    "TALLY_PARTIALS_TABLE",
+    "TALLY_TOTALS_TABLE",
+    "TALLY_STATE_TABLE",
+];
 
 /// The aggregate stage's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub partials_table: String,
     pub totals_table: String,
+    /// The stream path never reads the state table; only the scheduled
+    /// reconcile does, so the tools that run the stage need not name it.
+    pub state_table: Option<String>,
 }
 
 impl Settings {
@@ -46,6 +54,7 @@ impl Settings {
         Ok(Settings {
             partials_table: required("TALLY_PARTIALS_TABLE", "the partial items table")?,
             totals_table: required("TALLY_TOTALS_TABLE", "the totals table")?,
+            state_table: lookup("TALLY_STATE_TABLE").filter(|v| !v.is_empty()),
         })
     }
 }
@@ -69,8 +78,20 @@ mod tests {
             settings(&[("TALLY_PARTIALS_TABLE", "p"), ("TALLY_TOTALS_TABLE", "t")]).unwrap(),
             Settings {
                 partials_table: "p".into(),
-                totals_table: "t".into()
+                totals_table: "t".into(),
+                state_table: None,
             }
+        );
+        assert_eq!(
+            settings(&[
+                ("TALLY_PARTIALS_TABLE", "p"),
+                ("TALLY_TOTALS_TABLE", "t"),
+                ("TALLY_STATE_TABLE", "s")
+            ])
+            .unwrap()
+            .state_table
+            .as_deref(),
+            Some("s")
         );
     }
 

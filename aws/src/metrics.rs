@@ -12,8 +12,10 @@
 //! (`AWS_LAMBDA_FUNCTION_NAME`, so two stacks in one account do not mix
 //! their figures), or the stage's name outside Lambda. The metrics of each
 //! stage, and which fields of its report each one sums, are
-//! [`Stage::metrics`]; `deploy/template.yaml`'s alarms name them
-//! (`UploadsRejected`, `RuleErrors`), and `tests/tests/deploy.rs` checks
+//! [`Stage::metrics`]; the aggregate function emits the aggregate stage's
+//! per stream batch and [`RECONCILE`]'s per scheduled reconcile.
+//! `deploy/template.yaml`'s alarms name them (`UploadsRejected`,
+//! `RuleErrors`, `ReconcileDrift`), and `tests/tests/deploy.rs` checks
 //! that every metric an alarm watches is one a function emits, and that
 //! every field named here exists in the stage's report.
 //!
@@ -22,7 +24,7 @@
 //! fields to metrics is data here rather than code in each stage.
 //!
 //! Few metrics on purpose: CloudWatch bills each metric (name and dimension
-//! value) by the month, and these eleven are the figures an operator acts
+//! value) by the month, and these twelve are the figures an operator acts
 //! on; the full report of every invocation is in its log line anyway.
 
 use serde::Serialize;
@@ -77,23 +79,40 @@ pub const RULES: &[Metric] = &[
     count("ReadUnits", &["read_units"]),
 ];
 
-/// The three functions.
+/// What the scheduled reconcile found wrong, and repaired: partial items
+/// and totals that differed from the state table. The stream path should
+/// leave none, so one is worth an alarm.
+pub const RECONCILE: &[Metric] = &[count(
+    "ReconcileDrift",
+    &["partials_repaired", "totals_repaired"],
+)];
+
+/// The three stages, and the scheduled reconcile the aggregate function
+/// also runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     Ingest,
     Aggregate,
     Rules,
+    Reconcile,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 3] = [Stage::Ingest, Stage::Aggregate, Stage::Rules];
+    pub const ALL: [Stage; 4] = [
+        Stage::Ingest,
+        Stage::Aggregate,
+        Stage::Rules,
+        Stage::Reconcile,
+    ];
 
-    /// The stage's name, as its binary is named.
+    /// The stage's name: its binary's, or `reconcile` (outside Lambda only:
+    /// in Lambda the dimension is the function's name).
     pub fn name(self) -> &'static str {
         match self {
             Stage::Ingest => "ingest",
             Stage::Aggregate => "aggregate",
             Stage::Rules => "rules",
+            Stage::Reconcile => "reconcile",
         }
     }
 
@@ -103,6 +122,7 @@ impl Stage {
             Stage::Ingest => INGEST,
             Stage::Aggregate => AGGREGATE,
             Stage::Rules => RULES,
+            Stage::Reconcile => RECONCILE,
         }
     }
 }

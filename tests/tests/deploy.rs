@@ -339,6 +339,8 @@ fn the_environment_names_the_right_resources() {
             &[
                 ("TALLY_PARTIALS_TABLE", reference("PartialsTable")),
                 ("TALLY_TOTALS_TABLE", reference("TotalsTable")),
+                // Read by the scheduled reconcile only.
+                ("TALLY_STATE_TABLE", reference("StateTable")),
             ],
         ),
         (
@@ -871,7 +873,8 @@ fn each_role_allows_exactly_what_its_function_does() {
             "RulesRole".to_owned()
         ])
     );
-    assert_eq!(of_type(&t, "AWS::IAM::Role").len(), 3);
+    // The fourth role is the reconcile schedule's (checked below).
+    assert_eq!(of_type(&t, "AWS::IAM::Role").len(), 4);
     assert!(of_type(&t, "AWS::IAM::Policy").is_empty());
     assert!(of_type(&t, "AWS::IAM::ManagedPolicy").is_empty());
 
@@ -879,7 +882,9 @@ fn each_role_allows_exactly_what_its_function_does() {
     // aws/src/bucket.rs (GetObject, by version when the event names one;
     // HeadObject, which is s3:GetObject). ListBucket on the bucket, without
     // a prefix condition, so that S3 answers 404 rather than 403 for a key
-    // that is gone. The state table's Query is reconcile's, not ingest's.
+    // that is gone. ListBucketVersions (ListObjectVersions) of the key whose
+    // upload was rejected, confined to the counters prefix (checked below).
+    // The state table's Query is reconcile's, not ingest's.
     assert_eq!(
         grants(&t, "IngestRole"),
         pairs(&[
@@ -890,13 +895,17 @@ fn each_role_allows_exactly_what_its_function_does() {
             ("s3:GetObject", uploads),
             ("s3:GetObjectVersion", uploads),
             ("s3:ListBucket", counters),
+            ("s3:ListBucketVersions", counters),
             ("sqs:SendMessage", "IngestDeadLetterQueue.Arn"),
         ])
     );
     // aggregate: aws/src/totals_tables.rs: partial (GetItem), put_partial
     // (PutItem), partials (BatchGetItem), totals_of (BatchGetItem),
-    // put_total (PutItem); the ByDate query is reconcile's. The stream is
-    // read by the event source mapping with this role.
+    // put_total (PutItem). The stream is read by the event source mapping
+    // with this role. The scheduled reconcile adds two queries: the day's
+    // state, one hash key per bucket (aws/src/state_table.rs `day`), and
+    // the day's totals through the ByDate index (`totals`), which IAM
+    // checks against the index's ARN.
     let state_stream = "${StateTable.Arn}/stream/*";
     let totals_stream = "${TotalsTable.Arn}/stream/*";
     assert_eq!(
@@ -913,6 +922,8 @@ fn each_role_allows_exactly_what_its_function_does() {
             ("dynamodb:BatchGetItem", "PartialsTable.Arn"),
             ("dynamodb:BatchGetItem", "TotalsTable.Arn"),
             ("dynamodb:PutItem", "TotalsTable.Arn"),
+            ("dynamodb:Query", "StateTable.Arn"),
+            ("dynamodb:Query", "${TotalsTable.Arn}/index/ByDate"),
             ("sqs:SendMessage", "AggregateDeadLetterQueue.Arn"),
         ])
     );
@@ -963,6 +974,147 @@ fn each_role_allows_exactly_what_its_function_does() {
         listing["Condition"],
         json!({"StringLike": {"s3:prefix": {"Fn::Sub": "${RulesPrefix}*"}}})
     );
+}
+
+#[test]
+fn a_rejected_upload_may_list_its_key_versions_under_the_counters_prefix_only() {
+    // Versioned buckets: ingest lists the rejected key's versions to find
+    // the newest accepted one. ListBucketVersions is a bucket action, so its
+    // resource is the bucket and the prefix is a condition.
+    let t = template();
+    let policy = &resource(&t, "IngestRole")["Properties"]["Policies"][0]["PolicyDocument"];
+    let listing: Vec<&Value> = statements(policy)
+        .into_iter()
+        .filter(|s| list(&s["Action"]).contains(&&json!("s3:ListBucketVersions")))
+        .collect();
+    assert_eq!(
+        listing.len(),
+        1,
+        "one statement grants s3:ListBucketVersions"
+    );
+    let statement = listing[0];
+    assert_eq!(statement["Action"], "s3:ListBucketVersions");
+    assert_eq!(
+        statement["Resource"],
+        json!({"Fn::Sub": "arn:${AWS::Partition}:s3:::${CountersBucketName}"})
+    );
+    assert_eq!(
+        statement["Condition"],
+        json!({"StringLike": {"s3:prefix": {"Fn::Sub": "${CountersPrefix}/*"}}})
+    );
+}
+
+#[test]
+fn a_schedule_reconciles_yesterday_with_repair_and_alarms_on_its_drift() {
+    let t = template();
+    let schedules = of_type(&t, "AWS::Scheduler::Schedule");
+    assert_eq!(schedules.len(), 1, "one schedule: yesterday's reconcile");
+    let (id, schedule) = schedules[0];
+    let p = &schedule["Properties"];
+    assert_eq!(p["State"], "ENABLED", "{id}");
+    assert_eq!(p["ScheduleExpressionTimezone"], "UTC", "{id}");
+    assert_eq!(p["FlexibleTimeWindow"]["Mode"], "OFF", "{id}");
+    // A daily cron after midnight UTC, once ingest's late deliveries of
+    // yesterday are over: its events live at most MaximumEventAgeInSeconds.
+    let expression = text(&p["ScheduleExpression"]);
+    let fields: Vec<&str> = expression
+        .strip_prefix("cron(")
+        .and_then(|e| e.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{id}: not a cron expression: {expression}"))
+        .split(' ')
+        .collect();
+    assert_eq!(fields.len(), 6, "{expression}");
+    assert_eq!(
+        &fields[2..],
+        ["*", "*", "?", "*"],
+        "{id}: daily: {expression}"
+    );
+    let minute: u64 = fields[0]
+        .parse()
+        .unwrap_or_else(|e| panic!("{expression}: {e}"));
+    let hour: u64 = fields[1]
+        .parse()
+        .unwrap_or_else(|e| panic!("{expression}: {e}"));
+    let event_age: u64 =
+        text(&function(&t, "IngestFunction")["EventInvokeConfig"]["MaximumEventAgeInSeconds"])
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+    let start = hour * 3600 + minute * 60;
+    assert!(
+        start > event_age && start < 12 * 3600,
+        "{id}: starts at {hour:02}:{minute:02} UTC, not after ingest's last retry of yesterday ({event_age} s)"
+    );
+    // It invokes the aggregate function with the event the function decodes.
+    let target = &p["Target"];
+    assert_eq!(target["Arn"], get_att("AggregateFunction", "Arn"), "{id}");
+    assert_eq!(
+        target["RoleArn"],
+        get_att("ReconcileScheduleRole", "Arn"),
+        "{id}"
+    );
+    let input: Value = serde_json::from_str(text(&target["Input"]))
+        .unwrap_or_else(|e| panic!("{id}: Input is not JSON: {e}"));
+    match tally_aggregate::scheduled::decode_invocation(input.clone()) {
+        Ok(tally_aggregate::scheduled::Invocation::Reconcile(request)) => {
+            assert_eq!(
+                request.day,
+                tally_aggregate::scheduled::Day::Yesterday,
+                "{input}"
+            )
+        }
+        Ok(_) => panic!("{id}: {input} decodes as a stream batch"),
+        Err(e) => panic!("{id}: {input}: {e}"),
+    }
+    assert!(
+        text(&target["RetryPolicy"]["MaximumRetryAttempts"])
+            .parse::<u64>()
+            .is_ok_and(|n| n >= 1),
+        "{id}: a failed delivery is retried"
+    );
+
+    // The schedule's role may only invoke that function, and only the
+    // scheduler of this account may take it.
+    let role = &resource(&t, "ReconcileScheduleRole")["Properties"];
+    assert!(role.get("ManagedPolicyArns").is_none());
+    let trust = statements(&role["AssumeRolePolicyDocument"]);
+    assert_eq!(trust.len(), 1);
+    assert_eq!(
+        trust[0]["Principal"],
+        json!({"Service": "scheduler.amazonaws.com"})
+    );
+    assert_eq!(trust[0]["Action"], "sts:AssumeRole");
+    assert_eq!(
+        trust[0]["Condition"]["StringEquals"]["aws:SourceAccount"],
+        reference("AWS::AccountId")
+    );
+    let mut granted = BTreeSet::new();
+    for policy in list(&role["Policies"]) {
+        for statement in statements(&policy["PolicyDocument"]) {
+            assert_eq!(statement["Effect"], "Allow");
+            for action in list(&statement["Action"]) {
+                for resource in list(&statement["Resource"]) {
+                    granted.insert((text(action).to_owned(), canonical(resource)));
+                }
+            }
+        }
+    }
+    assert_eq!(
+        granted,
+        pairs(&[("lambda:InvokeFunction", "AggregateFunction.Arn")])
+    );
+
+    // The drift it found goes to operations.
+    let alarm = &resource(&t, "ReconcileDriftAlarm")["Properties"];
+    assert_eq!(alarm["Namespace"], tally_aws::metrics::NAMESPACE);
+    assert_eq!(alarm["MetricName"], "ReconcileDrift");
+    assert_eq!(
+        alarm["Dimensions"],
+        json!([{"Name": tally_aws::metrics::DIMENSION, "Value": {"Ref": "AggregateFunction"}}])
+    );
+    assert_eq!(alarm["Statistic"], "Sum");
+    assert_eq!(alarm["Threshold"], "0");
+    assert_eq!(alarm["ComparisonOperator"], "GreaterThanThreshold");
+    assert_eq!(alarm["AlarmActions"], json!([{"Ref": "OperationsTopic"}]));
 }
 
 /// Whether a statement denies requests made without TLS.
@@ -1243,8 +1395,15 @@ fn alarms_watch_errors_iterator_age_dead_letters_and_tallys_own_figures() {
                 .find(|(f, _, _)| *f == function)
                 .unwrap_or_else(|| panic!("{id}: {function} is not a function"));
             let metric = text(&p["MetricName"]);
+            // The aggregate function also runs the scheduled reconcile.
+            let also: &[Stage] = match stage {
+                Stage::Aggregate => &[Stage::Reconcile],
+                _ => &[],
+            };
             assert!(
-                stage.metrics().iter().any(|m| m.name == metric),
+                std::iter::once(stage)
+                    .chain(also)
+                    .any(|s| s.metrics().iter().any(|m| m.name == metric)),
                 "{id}: {function} emits no metric {metric}"
             );
         }
@@ -1262,6 +1421,10 @@ fn every_metric_reads_fields_the_stage_reports_really_have() {
         (
             Stage::Aggregate,
             serde_json::to_value(tally_aggregate::AggregateReport::default()).unwrap(),
+        ),
+        (
+            Stage::Reconcile,
+            serde_json::to_value(tally_aggregate::reconcile::ReconcileReport::default()).unwrap(),
         ),
         (
             Stage::Rules,
