@@ -335,6 +335,52 @@ async fn reconcile_finds_drift_and_repairs_it() {
     assert_eq!((again.partials_repaired, again.totals_repaired), (0, 0));
 }
 
+/// The scheduler's event through the aggregate function's decoding and the
+/// reconcile it runs, over DynamoDB: the stream left yesterday one record
+/// short, and the morning's run repairs it and reports the drift.
+#[tokio::test]
+async fn the_scheduled_reconcile_of_yesterday_repairs_what_the_stream_left_out() {
+    use tally_aggregate::scheduled::{Invocation, decode_invocation, run_reconcile};
+
+    let mut world = PipelineWorld::new(false).await;
+    upload_all(
+        &world,
+        &[("i-1", "a 1 b 2"), ("i-2", "a 10"), ("i-3", "c 7")],
+    )
+    .await;
+    let records = world.stream.read_new().await;
+    deliver(&world, &records[..2]).await;
+    assert_ne!(world.totals(DATE).await, world.batch_totals(DATE).await);
+
+    let event = serde_json::json!({"reconcile": {"day": "yesterday"}});
+    let request = match decode_invocation(event) {
+        Ok(Invocation::Reconcile(request)) => request,
+        other => panic!("{other:?}"),
+    };
+    let morning = chrono::DateTime::parse_from_rfc3339("2015-11-17T06:30:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let (date, report) = run_reconcile(&world.ingest.store, &world.aggregator, &request, morning)
+        .await
+        .unwrap();
+    assert_eq!(date.as_str(), DATE);
+    assert_eq!(
+        (report.partials_repaired, report.totals_repaired),
+        (1, 1),
+        "{report:?}"
+    );
+    assert_eq!(world.totals(DATE).await, world.batch_totals(DATE).await);
+    let line = tally_aws::metrics::line(
+        tally_aws::metrics::Stage::Reconcile,
+        "aggregate",
+        &report,
+        0,
+    )
+    .unwrap();
+    let document: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(document["ReconcileDrift"], 2);
+}
+
 #[tokio::test]
 async fn a_seed_round_writes_each_changed_total_once_per_batch() {
     // The seed's workload, 100 instances × 100 counters, in one batch of
