@@ -4,7 +4,7 @@
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
-use tally_aggregate::scheduled::{Invocation, decode_invocation, run_reconcile};
+use tally_aggregate::scheduled::{Invocation, SETTLE, decode_invocation, run_reconcile};
 use tally_aggregate::settings::Settings;
 use tally_aws::metrics::{Stage, emit};
 
@@ -27,11 +27,13 @@ async fn main() -> Result<(), Error> {
                 let states = states.as_ref().ok_or(
                     "a reconcile request needs the state table: set TALLY_STATE_TABLE on the function",
                 )?;
-                let (date, report) =
-                    run_reconcile(states, aggregator, &request, chrono::Utc::now()).await?;
-                tracing::info!(%date, report = %serde_json::to_string(&report)?, "scheduled reconcile");
+                let report = run_reconcile(states, aggregator, &request, chrono::Utc::now(), || {
+                    tokio::time::sleep(SETTLE)
+                })
+                .await?;
+                tracing::info!(report = %serde_json::to_string(&report)?, "scheduled reconcile");
                 emit(Stage::Reconcile, &report);
-                Ok(serde_json::json!({ "date": date, "reconcile": report }))
+                Ok(serde_json::to_value(report)?)
             }
         }
     }))

@@ -1,11 +1,12 @@
-//! The aggregate Lambda's second job: the scheduled `reconcile` of
-//! yesterday, the safety net under the stream path.
+//! The aggregate Lambda's second job: the scheduled `reconcile`, the safety
+//! net under the stream path.
 //!
 //! The function is invoked two ways: by the state table's stream, with a
-//! batch of records, and by an EventBridge Scheduler schedule, with
-//! `{"reconcile": {"day": "yesterday"}}`. [`decode_invocation`] tells them
-//! apart by the `reconcile` member, which no stream batch has; a batch goes
-//! to [`Aggregator::handle`](crate::Aggregator::handle) as before.
+//! batch of records, and by EventBridge Scheduler, with
+//! `{"reconcile": {"day": "yesterday"}}` or `{"reconcile": {"day":
+//! "today"}}`. [`decode_invocation`] tells them apart by the `reconcile`
+//! member, which no stream batch has; a batch goes to
+//! [`Aggregator::handle`](crate::Aggregator::handle) as before.
 //!
 //! Why this function and not one of its own: reconcile is the aggregate
 //! stage's code over the same tables (it repairs through the stage's
@@ -14,34 +15,55 @@
 //! same version as the stage it repairs. The role gains only the two
 //! queries reconcile makes (the day's state, the day's totals by date).
 //!
-//! Why only yesterday: a repair rebuilds a partial item from the state table
-//! and keeps its `AppliedThrough`, so a change whose stream record has not
-//! been folded yet would be folded a second time; while a day's uploads flow
-//! there are always such records (the stream's batching window), and a check
-//! of that day would report them as drift. So `today` is refused, with the
-//! reason. Yesterday is run once its late deliveries are over: the schedule
-//! starts after ingest's longest retry of an upload event.
+//! **Yesterday** is checked and repaired, once its late deliveries are over
+//! (the schedule starts after ingest's longest retry of an upload event).
+//!
+//! **Today** is only checked, and only drift that holds still is counted. A
+//! repair rebuilds a partial item from the state table and keeps its
+//! `AppliedThrough`, so a change whose stream record is not folded yet would
+//! be folded a second time; while a day's uploads flow there are always such
+//! changes (the stream's batching window), and one check counts them as
+//! drift. So today is checked twice, [`SETTLE`] apart (longer than the stage
+//! takes to fold what is in the stream, when it keeps up), and a counter
+//! counts only if both checks found the same stored total and the same
+//! recomputed one. Say a check saw in-flight changes summing to d ≠ 0: for
+//! the second to see the same pair, the changes folded in between must sum
+//! to −d (the stored total did not move) while those written in between sum
+//! to zero (the recomputed one did not), so d must come back in flight. With
+//! counters that only grow, every change is ≥ 0 and that cannot happen; with
+//! counters that go both ways it needs an exact cancellation. Drift on a
+//! counter that moves every minute is never confirmed the same day: the next
+//! morning's run of yesterday finds and repairs it. A stage stuck behind
+//! the stream (its `IteratorAge` alarm) also holds still and is counted.
 //!
 //! Reconcile holds the day's states in memory (about 9 KB per instance of
 //! 100 counters with 20-byte names, measured): at the function's 128 MB
 //! that is about ten thousand instances, beyond which reconcile must fold a
 //! bucket at a time.
 //!
-//! The run's report is logged whole, and its drift (partial items plus
-//! totals that differed, each repaired) becomes the metric `ReconcileDrift`
-//! (`tally_aws::metrics::RECONCILE`), on which an alarm notifies operations:
-//! drift means the stream path lost or doubled a change, which it never
-//! should.
+//! The run's report is logged whole, and its drift (yesterday: partial items
+//! plus totals that differed, each repaired; today: totals whose drift held
+//! still) becomes the metric `ReconcileDrift` (`tally_aws::metrics::RECONCILE`),
+//! on which an alarm notifies operations: drift means the stream path lost
+//! or doubled a change, which it never should.
+
+use std::future::Future;
+use std::time::Duration;
 
 use aws_lambda_events::event::dynamodb::Event;
 use chrono::{DateTime, Days, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tally_core::key::Date;
 use tally_core::ports::{StateStore, StoreError, TotalsStore};
 
 use crate::Aggregator;
-use crate::reconcile::{ReconcileReport, reconcile};
+use crate::reconcile::{ReconcileReport, TotalDrift, reconcile};
+
+/// How long today's check waits between its two looks: three times the
+/// template's default batching window (20 s), so the changes in flight at
+/// the first look are folded by the second when the stage keeps up.
+pub const SETTLE: Duration = Duration::from_secs(60);
 
 /// What one invocation of the aggregate function asks for.
 #[derive(Debug)]
@@ -58,11 +80,13 @@ pub struct ReconcileRequest {
     pub day: Day,
 }
 
-/// The day a scheduled reconcile checks and repairs.
+/// The day a scheduled reconcile checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Day {
-    /// The UTC day before the invocation's.
+    /// The UTC day before the invocation's: checked and repaired.
     Yesterday,
+    /// The invocation's UTC day: checked twice, never repaired.
+    Today,
 }
 
 impl Day {
@@ -70,12 +94,19 @@ impl Day {
     pub fn date(self, now: DateTime<Utc>) -> Result<Date, StoreError> {
         let day = match self {
             Day::Yesterday => now.date_naive().checked_sub_days(Days::new(1)),
+            Day::Today => Some(now.date_naive()),
         };
         let text = day
             .map(|d| d.format("%Y-%m-%d").to_string())
             .unwrap_or_default();
-        Date::parse(&text)
-            .map_err(|e| StoreError::new(format!("the day before {now} as a date"), e))
+        Date::parse(&text).map_err(|e| StoreError::new(format!("the day of {now} as a date"), e))
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Day::Yesterday => "yesterday",
+            Day::Today => "today",
+        }
     }
 }
 
@@ -108,32 +139,85 @@ pub fn decode_invocation(payload: Value) -> Result<Invocation, InvocationError> 
     }
     let scheduled: Scheduled = serde_json::from_value(payload).map_err(|e| {
         fail(format!(
-            "a reconcile request is {{\"reconcile\": {{\"day\": \"yesterday\"}}}} ({e})"
+            "a reconcile request is {{\"reconcile\": {{\"day\": \"yesterday\"}}}} or \"today\" ({e})"
         ))
     })?;
-    match scheduled.reconcile.day.as_str() {
-        "yesterday" => Ok(Invocation::Reconcile(ReconcileRequest {
-            day: Day::Yesterday,
-        })),
-        "today" => Err(fail(
-            "reconcile of today is refused: its uploads still flow, and a repair would fold the changes still in the stream a second time; schedule \"yesterday\", or check a day by hand with `tally reconcile --date DATE`".to_owned(),
-        )),
-        other => Err(fail(format!(
-            "reconcile day {other:?} is not one it takes: \"yesterday\""
-        ))),
-    }
+    let day = match scheduled.reconcile.day.as_str() {
+        "yesterday" => Day::Yesterday,
+        "today" => Day::Today,
+        other => {
+            return Err(fail(format!(
+                "reconcile day {other:?} is not one it takes: \"yesterday\" or \"today\""
+            )));
+        }
+    };
+    Ok(Invocation::Reconcile(ReconcileRequest { day }))
 }
 
-/// Checks and repairs the requested day, as of `now`.
-pub async fn run_reconcile<S: StateStore, T: TotalsStore>(
+/// What a scheduled reconcile found, for the log and the metric.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ScheduledReport {
+    /// `yesterday` or `today`.
+    pub day: String,
+    pub date: String,
+    /// What the alarm counts: yesterday, the partial items and totals that
+    /// differed (all repaired); today, the totals whose drift held still.
+    pub drift: u64,
+    /// Yesterday's drift was written right; today's is left to tomorrow's run.
+    pub repaired: bool,
+    /// Today's totals whose drift held still between the two checks.
+    pub confirmed: Vec<TotalDrift>,
+    /// The (last) check's own report.
+    pub reconcile: ReconcileReport,
+}
+
+/// Runs the requested reconcile as of `now`. Today's check calls `settle`
+/// between its two looks (in the Lambda, a sleep of [`SETTLE`]).
+pub async fn run_reconcile<S, T, F, P>(
     states: &S,
     aggregator: &Aggregator<T>,
     request: &ReconcileRequest,
     now: DateTime<Utc>,
-) -> Result<(Date, ReconcileReport), StoreError> {
+    settle: P,
+) -> Result<ScheduledReport, StoreError>
+where
+    S: StateStore,
+    T: TotalsStore,
+    P: FnOnce() -> F,
+    F: Future<Output = ()>,
+{
     let date = request.day.date(now)?;
-    let report = reconcile(states, aggregator, &date, true).await?;
-    Ok((date, report))
+    let mut report = ScheduledReport {
+        day: request.day.name().to_owned(),
+        date: date.to_string(),
+        ..ScheduledReport::default()
+    };
+    match request.day {
+        Day::Yesterday => {
+            let repaired = reconcile(states, aggregator, &date, true).await?;
+            report.drift = repaired.partials_repaired + repaired.totals_repaired;
+            report.repaired = true;
+            report.reconcile = repaired;
+        }
+        Day::Today => {
+            let first = reconcile(states, aggregator, &date, false).await?;
+            if !first.drift.is_empty() {
+                settle().await;
+                let second = reconcile(states, aggregator, &date, false).await?;
+                report.confirmed = second
+                    .drift
+                    .iter()
+                    .filter(|d| first.drift.contains(d))
+                    .cloned()
+                    .collect();
+                report.drift = report.confirmed.len() as u64;
+                report.reconcile = second;
+            } else {
+                report.reconcile = first;
+            }
+        }
+    }
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -146,17 +230,21 @@ mod tests {
     use tally_core::ordering::OrderingKey;
     use tally_core::ports::{Precondition, TotalsStore};
     use tally_core::state::{Content, InstanceState, StateItem};
-    use tally_embedded::database::Database;
+    use tally_embedded::database::{Database, SqliteTotalsStore};
 
     use super::*;
 
-    #[test]
-    fn the_schedulers_event_is_a_reconcile_of_yesterday() {
-        let decoded = decode_invocation(serde_json::json!({"reconcile": {"day": "yesterday"}}));
-        match decoded {
-            Ok(Invocation::Reconcile(request)) => assert_eq!(request.day, Day::Yesterday),
+    fn request(day: &str) -> ReconcileRequest {
+        match decode_invocation(serde_json::json!({"reconcile": {"day": day}})) {
+            Ok(Invocation::Reconcile(request)) => request,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_schedulers_events_are_reconciles_of_yesterday_and_today() {
+        assert_eq!(request("yesterday").day, Day::Yesterday);
+        assert_eq!(request("today").day, Day::Today);
     }
 
     #[test]
@@ -181,18 +269,6 @@ mod tests {
     }
 
     #[test]
-    fn today_is_refused_with_the_reason() {
-        let error = decode_invocation(serde_json::json!({"reconcile": {"day": "today"}}))
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(
-            error.contains("reconcile of today is refused") && error.contains("a second time"),
-            "{error}"
-        );
-    }
-
-    #[test]
     fn a_misspelt_request_names_the_shape_it_takes() {
         for payload in [
             serde_json::json!({"reconcile": {"date": "yesterday"}}),
@@ -203,7 +279,7 @@ mod tests {
                 .map(|e| e.to_string())
                 .unwrap_or_default();
             assert!(
-                error.contains(r#"{"reconcile": {"day": "yesterday"}}"#),
+                error.contains(r#"{"reconcile": {"day": "yesterday"}} or "today""#),
                 "{payload}: {error}"
             );
         }
@@ -211,7 +287,10 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(error.contains(r#""monday""#), "{error}");
+        assert!(
+            error.contains(r#""monday" is not one it takes: "yesterday" or "today""#),
+            "{error}"
+        );
     }
 
     fn at(text: &str) -> DateTime<Utc> {
@@ -251,46 +330,78 @@ mod tests {
             .collect()
     }
 
+    /// A fresh database with `states` written to the state table.
+    async fn world(states: &[&InstanceState]) -> (tempfile::TempDir, Database) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let db = Database::open(dir.path().join("tally.db")).unwrap_or_else(|e| panic!("{e}"));
+        for s in states {
+            db.state()
+                .put(s, &Precondition::Supersedes)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        (dir, db)
+    }
+
+    /// The stage folding `new` (over `old`), as the stream would deliver it.
+    async fn fold(
+        aggregator: &Aggregator<SqliteTotalsStore>,
+        sequence: &str,
+        old: Option<&InstanceState>,
+        new: &InstanceState,
+    ) {
+        let change = StateChange::from_images(
+            SequenceNumber::parse(sequence).unwrap_or_else(|e| panic!("{e}")),
+            old.map(StateItem::from),
+            Some(StateItem::from(new)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (_, failures) = aggregator.apply(&[change]).await;
+        assert!(failures.is_empty());
+    }
+
+    fn drift_metric(report: &ScheduledReport) -> Value {
+        let line = tally_aws::metrics::line(Stage::Reconcile, "aggregate", report, 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let document: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}"));
+        document["ReconcileDrift"].clone()
+    }
+
+    async fn never_settles() {
+        panic!("yesterday's reconcile does not wait")
+    }
+
     /// The stream never delivered yesterday's last upload (say it expired
     /// while the stage was down): the morning's run repairs the day and
     /// says how much drifted; today's state is left to the stream.
     #[tokio::test]
     async fn the_morning_run_repairs_yesterdays_lost_change_and_reports_it_as_drift() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let db = Database::open(dir.path().join("tally.db")).unwrap_or_else(|e| panic!("{e}"));
-        let states = db.state();
-        let aggregator = Aggregator::new(db.totals());
         let delivered = state("2015-11-16", "i-1", &[("a", 1), ("b", 2)]);
         let lost = state("2015-11-16", "i-2", &[("a", 10)]);
         let today = state("2015-11-17", "i-1", &[("a", 5)]);
-        for s in [&delivered, &lost, &today] {
-            states
-                .put(s, &Precondition::Supersedes)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-        let change = StateChange::from_images(
-            SequenceNumber::parse("1").unwrap_or_else(|e| panic!("{e}")),
-            None,
-            Some(StateItem::from(&delivered)),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let (_, failures) = aggregator.apply(&[change]).await;
-        assert!(failures.is_empty());
+        let (_dir, db) = world(&[&delivered, &lost, &today]).await;
+        let (states, aggregator) = (db.state(), Aggregator::new(db.totals()));
+        fold(&aggregator, "1", None, &delivered).await;
 
-        let request = decode_invocation(serde_json::json!({"reconcile": {"day": "yesterday"}}));
-        let Ok(Invocation::Reconcile(request)) = request else {
-            panic!("{request:?}");
-        };
-        let (date, report) =
-            run_reconcile(&states, &aggregator, &request, at("2015-11-17T06:30:00Z"))
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(date.as_str(), "2015-11-16");
+        let morning = at("2015-11-17T06:30:00Z");
+        let report = run_reconcile(
+            &states,
+            &aggregator,
+            &request("yesterday"),
+            morning,
+            never_settles,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (report.day.as_str(), report.date.as_str()),
+            ("yesterday", "2015-11-16")
+        );
         assert!(report.repaired);
         // i-2's bucket, and the total of a.
+        let r = &report.reconcile;
         assert_eq!(
-            (report.partials_repaired, report.totals_repaired),
+            (r.partials_repaired, r.totals_repaired),
             (1, 1),
             "{report:?}"
         );
@@ -302,21 +413,120 @@ mod tests {
             ])
         );
         assert!(totals_of(&db, "2015-11-17").await.is_empty());
-        // The drift becomes the metric the alarm watches.
-        let line = tally_aws::metrics::line(Stage::Reconcile, "aggregate", &report, 0)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let document: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(document["ReconcileDrift"], 2);
+        assert_eq!(drift_metric(&report), 2);
 
         // Repaired: the next run finds nothing.
-        let (_, again) = run_reconcile(&states, &aggregator, &request, at("2015-11-17T07:30:00Z"))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((again.partials_repaired, again.totals_repaired), (0, 0));
-        let line = tally_aws::metrics::line(Stage::Reconcile, "aggregate", &again, 0)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let document: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(document["ReconcileDrift"], 0);
+        let again = run_reconcile(
+            &states,
+            &aggregator,
+            &request("yesterday"),
+            morning,
+            never_settles,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(drift_metric(&again), 0);
+    }
+
+    /// Today, i-2's upload is in the stream when the check first looks; the
+    /// stage folds it while the check settles. Not drift, and nothing written.
+    #[tokio::test]
+    async fn todays_check_does_not_count_a_change_the_stage_folds_while_it_settles() {
+        let folded = state("2015-11-17", "i-1", &[("a", 1)]);
+        let in_flight = state("2015-11-17", "i-2", &[("a", 10)]);
+        let (_dir, db) = world(&[&folded, &in_flight]).await;
+        let (states, aggregator) = (db.state(), Aggregator::new(db.totals()));
+        fold(&aggregator, "1", None, &folded).await;
+
+        let noon = at("2015-11-17T12:00:00Z");
+        let report = run_reconcile(&states, &aggregator, &request("today"), noon, || {
+            fold(&aggregator, "2", None, &in_flight)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (report.day.as_str(), report.date.as_str()),
+            ("today", "2015-11-17")
+        );
+        assert!(!report.repaired);
+        assert!(report.confirmed.is_empty(), "{report:?}");
+        assert_eq!(drift_metric(&report), 0);
+        assert_eq!(
+            totals_of(&db, "2015-11-17").await,
+            BTreeMap::from([("a".to_owned(), Some(Exact(11)))])
+        );
+    }
+
+    /// A counter that keeps moving: the first look's in-flight change is
+    /// folded while the check settles, and another arrives. Not drift.
+    #[tokio::test]
+    async fn todays_check_does_not_count_a_counter_that_moved_while_it_settled() {
+        let first = state("2015-11-17", "i-1", &[("a", 1)]);
+        let mut second = state("2015-11-17", "i-1", &[("a", 2)]);
+        second.ordering = OrderingKey::from_sequencer("2").unwrap_or_else(|e| panic!("{e}"));
+        let (_dir, db) = world(&[&first]).await;
+        let (states, aggregator) = (db.state(), Aggregator::new(db.totals()));
+
+        let report = run_reconcile(
+            &states,
+            &aggregator,
+            &request("today"),
+            at("2015-11-17T12:00:00Z"),
+            || async {
+                fold(&aggregator, "1", None, &first).await;
+                db.state()
+                    .put(&second, &Precondition::Supersedes)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        // The second look sees i-1's newer upload in flight: drift, but not
+        // the same drift as the first look's.
+        assert_eq!(report.reconcile.totals_repaired, 1, "{report:?}");
+        assert_eq!(drift_metric(&report), 0);
+    }
+
+    /// i-2's change was lost today (a dead-lettered batch) and nothing moves
+    /// its counter: both looks see the same drift. It is counted and left to
+    /// tomorrow morning's repair.
+    #[tokio::test]
+    async fn todays_check_counts_a_lost_change_that_holds_still_and_writes_nothing() {
+        let folded = state("2015-11-17", "i-1", &[("a", 1), ("b", 4)]);
+        let lost = state("2015-11-17", "i-2", &[("a", 10)]);
+        let (_dir, db) = world(&[&folded, &lost]).await;
+        let (states, aggregator) = (db.state(), Aggregator::new(db.totals()));
+        fold(&aggregator, "1", None, &folded).await;
+
+        let report = run_reconcile(
+            &states,
+            &aggregator,
+            &request("today"),
+            at("2015-11-17T12:00:00Z"),
+            || async {},
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!report.repaired);
+        let counters: Vec<&str> = report
+            .confirmed
+            .iter()
+            .map(|d| d.counter.as_str())
+            .collect();
+        assert_eq!(counters, ["a"], "{report:?}");
+        assert_eq!(
+            (report.confirmed[0].stored, report.confirmed[0].recomputed),
+            (Some(Exact(1)), Some(Exact(11)))
+        );
+        assert_eq!(drift_metric(&report), 1);
+        assert_eq!(
+            totals_of(&db, "2015-11-17").await,
+            BTreeMap::from([
+                ("a".to_owned(), Some(Exact(1))),
+                ("b".to_owned(), Some(Exact(4)))
+            ])
+        );
     }
 
     #[test]

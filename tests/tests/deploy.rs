@@ -1005,17 +1005,56 @@ fn a_rejected_upload_may_list_its_key_versions_under_the_counters_prefix_only() 
 }
 
 #[test]
-fn a_schedule_reconciles_yesterday_with_repair_and_alarms_on_its_drift() {
+fn schedules_reconcile_yesterday_with_repair_check_today_and_alarm_on_drift() {
+    use tally_aggregate::scheduled::{Day, Invocation, SETTLE, decode_invocation};
+
     let t = template();
-    let schedules = of_type(&t, "AWS::Scheduler::Schedule");
-    assert_eq!(schedules.len(), 1, "one schedule: yesterday's reconcile");
-    let (id, schedule) = schedules[0];
-    let p = &schedule["Properties"];
-    assert_eq!(p["State"], "ENABLED", "{id}");
-    assert_eq!(p["ScheduleExpressionTimezone"], "UTC", "{id}");
-    assert_eq!(p["FlexibleTimeWindow"]["Mode"], "OFF", "{id}");
-    // A daily cron after midnight UTC, once ingest's late deliveries of
-    // yesterday are over: its events live at most MaximumEventAgeInSeconds.
+    // Each schedule, by the day its input asks the function to reconcile.
+    let mut by_day: BTreeMap<&str, (&str, &Value)> = BTreeMap::new();
+    for (id, schedule) in of_type(&t, "AWS::Scheduler::Schedule") {
+        let p = &schedule["Properties"];
+        assert_eq!(p["ScheduleExpressionTimezone"], "UTC", "{id}");
+        assert_eq!(p["FlexibleTimeWindow"]["Mode"], "OFF", "{id}");
+        // It invokes the aggregate function with an event the function decodes.
+        let target = &p["Target"];
+        assert_eq!(target["Arn"], get_att("AggregateFunction", "Arn"), "{id}");
+        assert_eq!(
+            target["RoleArn"],
+            get_att("ReconcileScheduleRole", "Arn"),
+            "{id}"
+        );
+        assert!(
+            text(&target["RetryPolicy"]["MaximumRetryAttempts"])
+                .parse::<u64>()
+                .is_ok_and(|n| n >= 1),
+            "{id}: a failed delivery is retried"
+        );
+        let input: Value = serde_json::from_str(text(&target["Input"]))
+            .unwrap_or_else(|e| panic!("{id}: Input is not JSON: {e}"));
+        let day = match decode_invocation(input.clone()) {
+            Ok(Invocation::Reconcile(request)) => match request.day {
+                Day::Yesterday => "yesterday",
+                Day::Today => "today",
+            },
+            Ok(_) => panic!("{id}: {input} decodes as a stream batch"),
+            Err(e) => panic!("{id}: {input}: {e}"),
+        };
+        assert!(
+            by_day.insert(day, (id, p)).is_none(),
+            "two schedules of {day}"
+        );
+    }
+
+    // Yesterday: a daily cron after midnight UTC, once ingest's late
+    // deliveries of yesterday are over (its events live at most
+    // MaximumEventAgeInSeconds), so none is still on its way to the stream.
+    let (id, p) = by_day
+        .get("yesterday")
+        .unwrap_or_else(|| panic!("no schedule reconciles yesterday"));
+    assert_eq!(
+        p["State"], "ENABLED",
+        "{id}: the safety net is not optional"
+    );
     let expression = text(&p["ScheduleExpression"]);
     let fields: Vec<&str> = expression
         .strip_prefix("cron(")
@@ -1044,33 +1083,24 @@ fn a_schedule_reconciles_yesterday_with_repair_and_alarms_on_its_drift() {
         start > event_age && start < 12 * 3600,
         "{id}: starts at {hour:02}:{minute:02} UTC, not after ingest's last retry of yesterday ({event_age} s)"
     );
-    // It invokes the aggregate function with the event the function decodes.
-    let target = &p["Target"];
-    assert_eq!(target["Arn"], get_att("AggregateFunction", "Arn"), "{id}");
-    assert_eq!(
-        target["RoleArn"],
-        get_att("ReconcileScheduleRole", "Arn"),
-        "{id}"
-    );
-    let input: Value = serde_json::from_str(text(&target["Input"]))
-        .unwrap_or_else(|e| panic!("{id}: Input is not JSON: {e}"));
-    match tally_aggregate::scheduled::decode_invocation(input.clone()) {
-        Ok(tally_aggregate::scheduled::Invocation::Reconcile(request)) => {
-            assert_eq!(
-                request.day,
-                tally_aggregate::scheduled::Day::Yesterday,
-                "{input}"
-            )
-        }
-        Ok(_) => panic!("{id}: {input} decodes as a stream batch"),
-        Err(e) => panic!("{id}: {input}: {e}"),
-    }
+
+    // Today: hourly, and the function has time for its two looks.
+    let (id, p) = by_day
+        .get("today")
+        .unwrap_or_else(|| panic!("no schedule checks today"));
+    assert_eq!(p["ScheduleExpression"], "rate(1 hour)", "{id}");
+    // On by default; a fleet whose counters all move every minute turns it off.
+    assert_eq!(p["State"], reference("ReconcileToday"), "{id}");
+    assert_eq!(t["Parameters"]["ReconcileToday"]["Default"], "ENABLED");
+    let timeout: u64 = text(&function(&t, "AggregateFunction")["Timeout"])
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(
-        text(&target["RetryPolicy"]["MaximumRetryAttempts"])
-            .parse::<u64>()
-            .is_ok_and(|n| n >= 1),
-        "{id}: a failed delivery is retried"
+        timeout >= SETTLE.as_secs() + 30,
+        "AggregateFunction: a {timeout} s timeout leaves no room for today's check, which waits {} s",
+        SETTLE.as_secs()
     );
+    assert_eq!(by_day.len(), 2);
 
     // The schedule's role may only invoke that function, and only the
     // scheduler of this account may take it.
@@ -1424,7 +1454,7 @@ fn every_metric_reads_fields_the_stage_reports_really_have() {
         ),
         (
             Stage::Reconcile,
-            serde_json::to_value(tally_aggregate::reconcile::ReconcileReport::default()).unwrap(),
+            serde_json::to_value(tally_aggregate::scheduled::ScheduledReport::default()).unwrap(),
         ),
         (
             Stage::Rules,
