@@ -10,8 +10,8 @@
 //! - [`apply`]: one batch of changes against the tables;
 //! - [`handler`]: one Lambda invocation, its decoding and failure reporting;
 //! - [`reconcile`]: recompute a day from the state table and repair drift;
-//! - [`scheduled`]: the scheduler's reconcile of yesterday, told apart from
-//!   a stream batch;
+//! - [`scheduled`]: the scheduled reconcile of yesterday and check of today,
+//!   told apart from a stream batch;
 //! - [`settings`]: the environment the Lambda reads;
 //! - [`wiring`]: the stage over DynamoDB, as the Lambda and the `tally`
 //!   command's AWS tools build it.
