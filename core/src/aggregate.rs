@@ -28,7 +28,12 @@
 //!    number is not above `AppliedThrough` has been folded in already: a
 //!    redelivered batch, a bisected half or a resumed tail skips it. The
 //!    partial write is conditional on the version read, so a change is folded
-//!    in at most once and never lost.
+//!    in at most once and never lost. A (date, bucket) group of a batch is
+//!    either written whole, `AppliedThrough` moved and version bumped, or
+//!    not processed at all, even when its changes cancel out: Lambda
+//!    redelivers from the lowest record a batch reports failed, whichever
+//!    group failed, so a group whose fold was not written may come back as
+//!    a tail only, and its changes must not be folded in again one by one.
 //! 2. **Totals** are recomputed from the partial items rather than adjusted
 //!    by deltas: `total(D, c) = Σ over buckets of partial(D, b).sum(c)`. The
 //!    counters to recompute are those the batch's changes touch, including
@@ -47,11 +52,13 @@
 //!
 //! A total is recomputed when its counter's sum or contributors changed in a
 //! partial this batch wrote, or was touched by a change skipped as folded
-//! in already. Changes that cancel within one bucket need no write (one
-//! atomic partial write shows readers all or none of them); changes that
-//! cancel across buckets rewrite the unchanged value with its newer basis,
-//! since a concurrent invocation may have read one partial write and not the
-//! other.
+//! in already. Changes that cancel within one bucket move no total (one
+//! atomic partial write shows readers all or none of them), though their
+//! partial is written; changes that cancel across buckets rewrite the
+//! unchanged value with its newer basis, since a concurrent invocation may
+//! have read one partial write and not the other. A group whose changes
+//! each move no counter (the same body under a new ETag) is not written at
+//! all: folding any of them again, in any later delivery, adds nothing.
 //!
 //! # What it relies on
 //!
@@ -279,7 +286,7 @@ impl PartialItem {
 
     /// Folds in the changes not folded in yet, in stream order. The caller
     /// writes the result, conditional on the version it read, when
-    /// [`Fold::changed`] is not empty; the version has then been bumped.
+    /// [`Fold::must_write`]; the version has then been bumped.
     pub fn fold<'a>(&mut self, changes: impl IntoIterator<Item = &'a StateChange>) -> Fold {
         let before = (self.sums.clone(), self.contributors.clone());
         let mut fold = Fold::default();
@@ -290,6 +297,9 @@ impl PartialItem {
                 fold.already_applied_counters
                     .extend(deltas.keys().map(|name| (*name).to_owned()));
                 continue;
+            }
+            if !deltas.is_empty() {
+                fold.moving += 1;
             }
             for (name, delta) in deltas {
                 let sum = self.sums.entry(name.to_owned()).or_default();
@@ -304,7 +314,8 @@ impl PartialItem {
             self.applied_through = change.sequence.clone();
         }
         // Within one bucket changes may cancel out: one atomic write shows
-        // readers either all of them or none, so only the net result counts.
+        // readers either all of them or none, so only the net result counts
+        // for the totals. The write itself is still owed (see `Fold::moving`).
         let (sums, contributors) = before;
         let names: BTreeSet<&String> = sums
             .keys()
@@ -320,7 +331,7 @@ impl PartialItem {
             })
             .cloned()
             .collect();
-        if !fold.changed.is_empty() {
+        if fold.must_write() {
             self.version += 1;
         }
         fold
@@ -339,11 +350,26 @@ impl PartialItem {
 pub struct Fold {
     /// Counters whose sum or contributors in this partial changed.
     pub changed: BTreeSet<String>,
+    /// Changes folded in now that move at least one counter, whether or not
+    /// they cancel out. Their `AppliedThrough` must be written: a later
+    /// delivery of only some of them (a resumed tail) would otherwise fold
+    /// those in again, alone, and the bucket would keep their half.
+    pub moving: usize,
     /// Changes skipped as folded in by an earlier delivery.
     pub already_applied: usize,
     /// Counters those skipped changes touch: their totals may not be written
     /// yet if the earlier delivery stopped before its totals.
     pub already_applied_counters: BTreeSet<String>,
+}
+
+impl Fold {
+    /// Whether the partial must be written (with its version bumped). A fold
+    /// of changes that each move no counter (the same body under a new ETag)
+    /// needs no write: folding any of them again, in any later delivery,
+    /// adds nothing, so leaving `AppliedThrough` behind them loses nothing.
+    pub fn must_write(&self) -> bool {
+        self.moving > 0
+    }
 }
 
 /// The partial items table's hash key: `<date>#<bucket>`, like the state's.
@@ -674,6 +700,32 @@ mod tests {
     }
 
     #[test]
+    fn changes_that_cancel_out_are_written_with_their_applied_through() {
+        let date = Date::parse("2015-11-16").unwrap();
+        let a = || fixtures::live(&[("a", 5)], "e1");
+        let b = || fixtures::live(&[("a", 2)], "e2");
+        let mut partial = PartialItem::empty(&date, 3);
+        let _ = partial.fold(&[change(9, "i-1", None, Some(a()))]);
+        let there_and_back = [
+            change(10, "i-1", Some(a()), Some(b())),
+            change(12, "i-1", Some(b()), Some(a())),
+        ];
+        let fold = partial.fold(&there_and_back);
+        // No total moves, but the write is owed: a resumed tail holding only
+        // the way back must find it folded in already.
+        assert!(fold.changed.is_empty());
+        assert!(fold.must_write());
+        assert_eq!(
+            (partial.version, partial.applied_through.clone()),
+            (2, seq(12))
+        );
+        let tail = partial.fold(&there_and_back[1..]);
+        assert!(!tail.must_write());
+        assert_eq!(tail.already_applied, 1);
+        assert_eq!(partial.sums, [("a".to_owned(), Exact(5))].into());
+    }
+
+    #[test]
     fn a_change_that_moves_no_counter_changes_no_version() {
         let date = Date::parse("2015-11-16").unwrap();
         let mut partial = PartialItem::empty(&date, 3);
@@ -691,6 +743,7 @@ mod tests {
         );
         let fold = partial.fold(&[same]);
         assert!(fold.changed.is_empty());
+        assert!(!fold.must_write());
         assert_eq!(partial.version, 1);
     }
 
