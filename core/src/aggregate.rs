@@ -63,16 +63,76 @@
 //! # What it relies on
 //!
 //! All records of one (date, bucket) must reach the stage in stream order,
-//! one invocation at a time. DynamoDB puts all items of one hash key in one
-//! partition, so their records share a shard, and Lambda processes a shard
-//! in order; the event source mapping must keep `ParallelizationFactor` at 1,
-//! because above 1 Lambda promises order only per item. Should DynamoDB ever
-//! split one hash key's items across partitions (it may do so for a very hot
-//! key; the state's buckets take under a tenth of a partition's write
-//! throughput at 100,000 instances), a change could be skipped: a periodic
-//! `reconcile` check of past days is the alarm for that. A counter left with no contributor keeps its
-//! item with `Contributors` 0 and no `Value`: it is reported as removed, and
-//! the kept `Basis` stops an older computation from bringing it back.
+//! one invocation at a time, and a later record of a bucket must carry a
+//! larger sequence number. What AWS promises towards that, and where it stops:
+//!
+//! - *Change data capture for DynamoDB Streams* (DynamoDB Developer Guide):
+//!   each stream record appears once, and for each item the records appear
+//!   in the order of the item's modifications. The order is promised per
+//!   item, not per hash key. A stream is made of shards, which DynamoDB
+//!   creates and splits by itself (a shard may split in response to high
+//!   write activity on its table); a parent shard must be processed before
+//!   its children.
+//! - *Using AWS Lambda with Amazon DynamoDB* (Lambda Developer Guide): Lambda
+//!   hands a shard's records to the function in order, one batch at a time
+//!   with `ParallelizationFactor` 1, reading a parent shard before its
+//!   children; with a larger factor it processes one shard's batches
+//!   concurrently and keeps the order only per item (partition and sort
+//!   key). The template keeps the factor at 1.
+//! - *DynamoDB burst and adaptive capacity* ("Isolate frequently accessed
+//!   items") and *Key range throughput exceeded (hot partitions)* (its
+//!   "split for heat"): DynamoDB splits a partition that stays hot, and it
+//!   may isolate frequently accessed items in partitions of their own. On a
+//!   table with a sort key, as the state table is (`Part`, `Instance`), such
+//!   a split can fall between two sort keys of one hash key.
+//!
+//! So a bucket's records share one shard for as long as its hash key lives in
+//! one partition. A state bucket is small (a day of 1/64th of the fleet: a few
+//! MB at 100,000 instances, against a partition's 10 GB) and cool (under a
+//! tenth of a partition's 1,000 write units a second at 100,000 instances),
+//! but AWS does not publish when it splits for heat: this is an assumption
+//! the stage makes, not a promise it is given.
+//!
+//! **What goes wrong when a hash key is split.** After a split, the bucket's
+//! instances are divided between two sibling child shards. Lambda finishes
+//! the parent first, so nothing written before the split is out of order,
+//! and each instance's records stay in order in its own shard; but the two
+//! shards are polled and invoked independently, at once, and each runs ahead
+//! of the other by whatever its polling, batching and retries make it.
+//!
+//! - Two invocations folding the bucket at once both read version v and
+//!   write conditional on v: one write fails, its group is reported and
+//!   redelivered, and the retry reads the winner's partial. The race itself
+//!   loses nothing and counts nothing twice.
+//! - The loss comes from `AppliedThrough`, one sequence number per bucket.
+//!   Nothing orders the sequence numbers of sibling shards against each
+//!   other (in practice both grow with time, so they interleave). Once the
+//!   invocation of one shard writes `AppliedThrough` = s, every record of
+//!   the other shard numbered below s and not yet folded in (written
+//!   earlier, or merely numbered lower) is skipped as "folded in already".
+//!   Whenever the shards lag each other, which is the normal case, changes
+//!   of the lagging shard's instances are silently dropped. A dropped change
+//!   is never made up for: the instance's next change is a delta from the
+//!   state the dropped one produced, so the bucket stays off by the dropped
+//!   delta for the rest of the day.
+//! - Nothing is counted twice: a change is folded in only above the stored
+//!   `AppliedThrough`, which only grows, in a write conditional on the
+//!   version read. The error is always changes missing, never extra.
+//!
+//! **How it is caught and repaired.** `reconcile` recomputes a day from a
+//! strongly consistent read of the state table, which the stream does not
+//! touch. The scheduled reconcile compares every total of the day with that
+//! recomputation and publishes the drift it finds, which raises the drift
+//! alarm; with repair it rebuilds each partial that differs from the state
+//! (keeping its `AppliedThrough`) and rewrites the totals that differ; a
+//! repair is exact for a day whose stream backlog has drained (see
+//! `reconcile`'s module docs). A dropped change is therefore wrong in the
+//! totals from the moment it happens until the next scheduled run that
+//! covers its day.
+//!
+//! A counter left with no contributor keeps its item with `Contributors` 0
+//! and no `Value`: it is reported as removed, and the kept `Basis` stops an
+//! older computation from bringing it back.
 //!
 //! # Limits
 //!
