@@ -5,7 +5,10 @@
 //! does the I/O, in two steps per batch:
 //!
 //! 1. per (date, bucket), in stream order: read the partial item, fold in the
-//!    changes not folded in yet, write it conditional on the version read;
+//!    changes not folded in yet, write it conditional on the version read
+//!    (also when they cancel out, so that the group is done whole and a
+//!    redelivered tail skips it; only changes that move no counter at all
+//!    go unwritten);
 //! 2. per date: read the day's partial items and the touched counters'
 //!    stored totals, recompute those totals, and write each one whose basis
 //!    covers the stored one's, as a compare-and-swap on the stored basis. A
@@ -169,7 +172,7 @@ impl<T: TotalsStore> Aggregator<T> {
             .unwrap_or_else(|| PartialItem::empty(date, bucket));
         let read_version = partial.version;
         let fold = partial.fold(changes.iter().copied());
-        if fold.changed.is_empty() {
+        if !fold.must_write() {
             return Ok(FoldStep {
                 fold,
                 version: read_version,
@@ -189,7 +192,14 @@ impl<T: TotalsStore> Aggregator<T> {
         }
         match self.store.put_partial(&partial, read_version).await? {
             PutOutcome::Written => Ok(FoldStep {
-                version: partial.version,
+                // Changes that cancel out leave every sum as it was at the
+                // version read, so a total computed from that version
+                // already includes them.
+                version: if fold.changed.is_empty() {
+                    read_version
+                } else {
+                    partial.version
+                },
                 write_units: partial.write_units_over(stored.as_ref()),
                 writes: 1,
                 read_units,

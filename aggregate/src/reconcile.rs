@@ -13,6 +13,14 @@
 //! in a second time. So do not run it while the stage's event source is
 //! paused with that day's records still in the stream.
 //!
+//! It reads what it compares against first, the partial items with their
+//! versions and the totals, and the state after them, and writes each
+//! repaired partial conditional on the version it read. A fold landing
+//! between the reads is then in the state already and has moved that
+//! version, so the repair's condition fails and the bucket is read again
+//! (a few rounds, then it stops and says to let the stage drain) instead of
+//! the repair overwriting the fold.
+//!
 //! The day's existing totals are listed through the `ByDate` index, which is
 //! eventually consistent: a total written in the last moment may be missed
 //! by a check, though every counter the state holds is checked anyway, and
@@ -23,11 +31,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use tally_core::aggregate::{
-    Exact, PartialItem, SequenceNumber, StateChange, totals_from_partials,
+    Exact, PartialItem, SequenceNumber, StateChange, partial_key, totals_from_partials,
 };
 use tally_core::key::Date;
-use tally_core::ports::{PutOutcome, StateStore, StoreError, TotalsStore};
-use tally_core::state::{BUCKETS, StateItem};
+use tally_core::ports::{PutOutcome, StateStore, StoreError, TotalsStore, put_confirmed};
+use tally_core::state::{BUCKETS, InstanceState, StateItem};
 
 use crate::apply::{AggregateReport, Aggregator};
 
@@ -57,6 +65,10 @@ pub struct TotalDrift {
     pub recomputed_contributors: i64,
 }
 
+/// Rounds of reading and repairing the partial items, when the aggregate
+/// stage keeps moving the ones being repaired, before giving up.
+const REPAIR_ROUNDS: usize = 4;
+
 /// Compares (and with `repair`, fixes) one day's partials and totals
 /// against the state table.
 pub async fn reconcile<S: StateStore, T: TotalsStore>(
@@ -66,75 +78,75 @@ pub async fn reconcile<S: StateStore, T: TotalsStore>(
     repair: bool,
 ) -> Result<ReconcileReport, StoreError> {
     let store = aggregator.store();
-    let day = states.day(date).await?;
     let mut report = ReconcileReport {
-        instances: day.len() as u64,
         repaired: repair,
         ..ReconcileReport::default()
     };
 
-    // What each bucket's partial item should hold: every live state folded
-    // into an empty partial, as if each instance's body arrived once.
-    let first = SequenceNumber::parse("1").map_err(|e| StoreError::new("reconcile", e))?;
-    let mut expected: BTreeMap<u64, PartialItem> = BTreeMap::new();
-    for state in &day {
-        let change = StateChange::from_images(first.clone(), None, Some(StateItem::from(state)))
-            .map_err(|e| StoreError::new(format!("reading state of {}", state.key.instance), e))?;
-        let bucket = change.bucket;
-        let partial = expected
-            .entry(bucket)
-            .or_insert_with(|| PartialItem::empty(date, bucket));
-        // Each state is its own first change on an empty partial.
-        partial.applied_through = SequenceNumber::zero();
-        let _ = partial.fold([&change]);
-    }
-
-    let mut wanted = Vec::with_capacity(BUCKETS as usize);
-    for bucket in 0..BUCKETS {
-        let stored = store.partial(date, bucket).await?;
-        let want = expected
-            .remove(&bucket)
-            .unwrap_or_else(|| PartialItem::empty(date, bucket));
-        wanted.push(want.clone());
-        let (stored_sums, stored_contributors, read_version, applied_through) = match &stored {
-            Some(p) => (
-                &p.sums,
-                &p.contributors,
-                p.version,
-                p.applied_through.clone(),
-            ),
-            None => (
-                &want.sums,
-                &want.contributors,
-                0,
-                want.applied_through.clone(),
-            ),
-        };
-        let differs = match &stored {
-            Some(_) => *stored_sums != want.sums || *stored_contributors != want.contributors,
-            None => !want.sums.is_empty(),
-        };
-        if !differs {
-            continue;
-        }
-        report.partials_repaired += 1;
-        if repair {
-            let repaired = PartialItem {
-                version: read_version + 1,
-                applied_through,
-                ..want
+    // What is compared against (partials with their versions, and totals) is
+    // read before the state: a fold landing between the reads is then
+    // already in the state, and moves the version a repair is conditional
+    // on, so the repair fails and the bucket is read again rather than its
+    // fold overwritten.
+    let mut buckets: BTreeSet<u64> = (0..BUCKETS).collect();
+    let mut round = 0;
+    let (day, stored_totals, wanted) = loop {
+        round += 1;
+        let stored: BTreeMap<u64, PartialItem> = store
+            .partials(date)
+            .await?
+            .into_iter()
+            .map(|p| (p.bucket, p))
+            .collect();
+        let stored_totals = store.totals(date).await?;
+        let day = states.day(date).await?;
+        let wanted = expected_partials(date, &day)?;
+        let mut moved = BTreeSet::new();
+        for bucket in &buckets {
+            let want = &wanted[*bucket as usize];
+            let Some((repaired, read_version)) = repair_of(stored.get(bucket), want) else {
+                continue;
             };
-            if store.put_partial(&repaired, read_version).await? == PutOutcome::PreconditionFailed {
-                return Err(StoreError::new(
-                    format!("repairing partial item {}", repaired.part),
-                    "the aggregate stage changed it meanwhile: let it drain, then run reconcile again",
-                ));
+            if !repair {
+                report.partials_repaired += 1;
+                continue;
+            }
+            let outcome = put_confirmed(
+                &repaired,
+                store.put_partial(&repaired, read_version),
+                || store.partial(date, *bucket),
+            )
+            .await?;
+            match outcome {
+                PutOutcome::Written => report.partials_repaired += 1,
+                PutOutcome::PreconditionFailed => {
+                    moved.insert(*bucket);
+                }
             }
         }
-    }
+        if moved.is_empty() {
+            break (day, stored_totals, wanted);
+        }
+        if round == REPAIR_ROUNDS {
+            return Err(StoreError::new(
+                format!(
+                    "repairing partial items {}",
+                    moved
+                        .iter()
+                        .map(|b| partial_key(date, *b))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                format!(
+                    "the aggregate stage changed them during each of {REPAIR_ROUNDS} reads: let it drain, then run reconcile again"
+                ),
+            ));
+        }
+        buckets = moved;
+    };
+    report.instances = day.len() as u64;
 
     // Every counter the day has, in the state or in the totals.
-    let stored_totals = store.totals(date).await?;
     let mut counters: BTreeSet<String> = stored_totals.iter().map(|t| t.counter.clone()).collect();
     for state in &day {
         if let Some(values) = state.content.counters() {
@@ -182,4 +194,44 @@ pub async fn reconcile<S: StateStore, T: TotalsStore>(
             .await?;
     }
     Ok(report)
+}
+
+/// What each bucket's partial item should hold (indexed by bucket): every
+/// live state folded into an empty partial, as if each instance's body
+/// arrived once.
+fn expected_partials(date: &Date, day: &[InstanceState]) -> Result<Vec<PartialItem>, StoreError> {
+    let first = SequenceNumber::parse("1").map_err(|e| StoreError::new("reconcile", e))?;
+    let mut expected: Vec<PartialItem> = (0..BUCKETS)
+        .map(|bucket| PartialItem::empty(date, bucket))
+        .collect();
+    for state in day {
+        let change = StateChange::from_images(first.clone(), None, Some(StateItem::from(state)))
+            .map_err(|e| StoreError::new(format!("reading state of {}", state.key.instance), e))?;
+        let Some(partial) = expected.get_mut(change.bucket as usize) else {
+            continue;
+        };
+        // Each state is its own first change on an empty partial.
+        partial.applied_through = SequenceNumber::zero();
+        let _ = partial.fold([&change]);
+    }
+    Ok(expected)
+}
+
+/// The partial item that repairs `stored` to hold what `want` holds, with
+/// the next version and the stored `AppliedThrough` (so a change the stage
+/// folded in is not folded in again), and the version it is written over;
+/// `None` when nothing differs.
+fn repair_of(stored: Option<&PartialItem>, want: &PartialItem) -> Option<(PartialItem, u64)> {
+    let (read_version, applied_through) = match stored {
+        Some(p) if p.sums == want.sums && p.contributors == want.contributors => return None,
+        Some(p) => (p.version, p.applied_through.clone()),
+        None if want.sums.is_empty() => return None,
+        None => (0, SequenceNumber::zero()),
+    };
+    let repaired = PartialItem {
+        version: read_version + 1,
+        applied_through,
+        ..want.clone()
+    };
+    Some((repaired, read_version))
 }

@@ -28,7 +28,12 @@
 //!    number is not above `AppliedThrough` has been folded in already: a
 //!    redelivered batch, a bisected half or a resumed tail skips it. The
 //!    partial write is conditional on the version read, so a change is folded
-//!    in at most once and never lost.
+//!    in at most once and never lost. A (date, bucket) group of a batch is
+//!    either written whole, `AppliedThrough` moved and version bumped, or
+//!    not processed at all, even when its changes cancel out: Lambda
+//!    redelivers from the lowest record a batch reports failed, whichever
+//!    group failed, so a group whose fold was not written may come back as
+//!    a tail only, and its changes must not be folded in again one by one.
 //! 2. **Totals** are recomputed from the partial items rather than adjusted
 //!    by deltas: `total(D, c) = Σ over buckets of partial(D, b).sum(c)`. The
 //!    counters to recompute are those the batch's changes touch, including
@@ -47,25 +52,87 @@
 //!
 //! A total is recomputed when its counter's sum or contributors changed in a
 //! partial this batch wrote, or was touched by a change skipped as folded
-//! in already. Changes that cancel within one bucket need no write (one
-//! atomic partial write shows readers all or none of them); changes that
-//! cancel across buckets rewrite the unchanged value with its newer basis,
-//! since a concurrent invocation may have read one partial write and not the
-//! other.
+//! in already. Changes that cancel within one bucket move no total (one
+//! atomic partial write shows readers all or none of them), though their
+//! partial is written; changes that cancel across buckets rewrite the
+//! unchanged value with its newer basis, since a concurrent invocation may
+//! have read one partial write and not the other. A group whose changes
+//! each move no counter (the same body under a new ETag) is not written at
+//! all: folding any of them again, in any later delivery, adds nothing.
 //!
 //! # What it relies on
 //!
 //! All records of one (date, bucket) must reach the stage in stream order,
-//! one invocation at a time. DynamoDB puts all items of one hash key in one
-//! partition, so their records share a shard, and Lambda processes a shard
-//! in order; the event source mapping must keep `ParallelizationFactor` at 1,
-//! because above 1 Lambda promises order only per item. Should DynamoDB ever
-//! split one hash key's items across partitions (it may do so for a very hot
-//! key; the state's buckets take under a tenth of a partition's write
-//! throughput at 100,000 instances), a change could be skipped: a periodic
-//! `reconcile` check of past days is the alarm for that. A counter left with no contributor keeps its
-//! item with `Contributors` 0 and no `Value`: it is reported as removed, and
-//! the kept `Basis` stops an older computation from bringing it back.
+//! one invocation at a time, and a later record of a bucket must carry a
+//! larger sequence number. What AWS promises towards that, and where it stops:
+//!
+//! - *Change data capture for DynamoDB Streams* (DynamoDB Developer Guide):
+//!   each stream record appears once, and for each item the records appear
+//!   in the order of the item's modifications. The order is promised per
+//!   item, not per hash key. A stream is made of shards, which DynamoDB
+//!   creates and splits by itself (a shard may split in response to high
+//!   write activity on its table); a parent shard must be processed before
+//!   its children.
+//! - *Using AWS Lambda with Amazon DynamoDB* (Lambda Developer Guide): Lambda
+//!   hands a shard's records to the function in order, one batch at a time
+//!   with `ParallelizationFactor` 1, reading a parent shard before its
+//!   children; with a larger factor it processes one shard's batches
+//!   concurrently and keeps the order only per item (partition and sort
+//!   key). The template keeps the factor at 1.
+//! - *DynamoDB burst and adaptive capacity* ("Isolate frequently accessed
+//!   items") and *Key range throughput exceeded (hot partitions)* (its
+//!   "split for heat"): DynamoDB splits a partition that stays hot, and it
+//!   may isolate frequently accessed items in partitions of their own. On a
+//!   table with a sort key, as the state table is (`Part`, `Instance`), such
+//!   a split can fall between two sort keys of one hash key.
+//!
+//! So a bucket's records share one shard for as long as its hash key lives in
+//! one partition. A state bucket is small (a day of 1/64th of the fleet: a few
+//! MB at 100,000 instances, against a partition's 10 GB) and cool (under a
+//! tenth of a partition's 1,000 write units a second at 100,000 instances),
+//! but AWS does not publish when it splits for heat: this is an assumption
+//! the stage makes, not a promise it is given.
+//!
+//! **What goes wrong when a hash key is split.** After a split, the bucket's
+//! instances are divided between two sibling child shards. Lambda finishes
+//! the parent first, so nothing written before the split is out of order,
+//! and each instance's records stay in order in its own shard; but the two
+//! shards are polled and invoked independently, at once, and each runs ahead
+//! of the other by whatever its polling, batching and retries make it.
+//!
+//! - Two invocations folding the bucket at once both read version v and
+//!   write conditional on v: one write fails, its group is reported and
+//!   redelivered, and the retry reads the winner's partial. The race itself
+//!   loses nothing and counts nothing twice.
+//! - The loss comes from `AppliedThrough`, one sequence number per bucket.
+//!   Nothing orders the sequence numbers of sibling shards against each
+//!   other (in practice both grow with time, so they interleave). Once the
+//!   invocation of one shard writes `AppliedThrough` = s, every record of
+//!   the other shard numbered below s and not yet folded in (written
+//!   earlier, or merely numbered lower) is skipped as "folded in already".
+//!   Whenever the shards lag each other, which is the normal case, changes
+//!   of the lagging shard's instances are silently dropped. A dropped change
+//!   is never made up for: the instance's next change is a delta from the
+//!   state the dropped one produced, so the bucket stays off by the dropped
+//!   delta for the rest of the day.
+//! - Nothing is counted twice: a change is folded in only above the stored
+//!   `AppliedThrough`, which only grows, in a write conditional on the
+//!   version read. The error is always changes missing, never extra.
+//!
+//! **How it is caught and repaired.** `reconcile` recomputes a day from a
+//! strongly consistent read of the state table, which the stream does not
+//! touch. The scheduled reconcile compares every total of the day with that
+//! recomputation and publishes the drift it finds, which raises the drift
+//! alarm; with repair it rebuilds each partial that differs from the state
+//! (keeping its `AppliedThrough`) and rewrites the totals that differ; a
+//! repair is exact for a day whose stream backlog has drained (see
+//! `reconcile`'s module docs). A dropped change is therefore wrong in the
+//! totals from the moment it happens until the next scheduled run that
+//! covers its day.
+//!
+//! A counter left with no contributor keeps its item with `Contributors` 0
+//! and no `Value`: it is reported as removed, and the kept `Basis` stops an
+//! older computation from bringing it back.
 //!
 //! # Limits
 //!
@@ -279,7 +346,7 @@ impl PartialItem {
 
     /// Folds in the changes not folded in yet, in stream order. The caller
     /// writes the result, conditional on the version it read, when
-    /// [`Fold::changed`] is not empty; the version has then been bumped.
+    /// [`Fold::must_write`]; the version has then been bumped.
     pub fn fold<'a>(&mut self, changes: impl IntoIterator<Item = &'a StateChange>) -> Fold {
         let before = (self.sums.clone(), self.contributors.clone());
         let mut fold = Fold::default();
@@ -290,6 +357,9 @@ impl PartialItem {
                 fold.already_applied_counters
                     .extend(deltas.keys().map(|name| (*name).to_owned()));
                 continue;
+            }
+            if !deltas.is_empty() {
+                fold.moving += 1;
             }
             for (name, delta) in deltas {
                 let sum = self.sums.entry(name.to_owned()).or_default();
@@ -304,7 +374,8 @@ impl PartialItem {
             self.applied_through = change.sequence.clone();
         }
         // Within one bucket changes may cancel out: one atomic write shows
-        // readers either all of them or none, so only the net result counts.
+        // readers either all of them or none, so only the net result counts
+        // for the totals. The write itself is still owed (see `Fold::moving`).
         let (sums, contributors) = before;
         let names: BTreeSet<&String> = sums
             .keys()
@@ -320,7 +391,7 @@ impl PartialItem {
             })
             .cloned()
             .collect();
-        if !fold.changed.is_empty() {
+        if fold.must_write() {
             self.version += 1;
         }
         fold
@@ -339,11 +410,26 @@ impl PartialItem {
 pub struct Fold {
     /// Counters whose sum or contributors in this partial changed.
     pub changed: BTreeSet<String>,
+    /// Changes folded in now that move at least one counter, whether or not
+    /// they cancel out. Their `AppliedThrough` must be written: a later
+    /// delivery of only some of them (a resumed tail) would otherwise fold
+    /// those in again, alone, and the bucket would keep their half.
+    pub moving: usize,
     /// Changes skipped as folded in by an earlier delivery.
     pub already_applied: usize,
     /// Counters those skipped changes touch: their totals may not be written
     /// yet if the earlier delivery stopped before its totals.
     pub already_applied_counters: BTreeSet<String>,
+}
+
+impl Fold {
+    /// Whether the partial must be written (with its version bumped). A fold
+    /// of changes that each move no counter (the same body under a new ETag)
+    /// needs no write: folding any of them again, in any later delivery,
+    /// adds nothing, so leaving `AppliedThrough` behind them loses nothing.
+    pub fn must_write(&self) -> bool {
+        self.moving > 0
+    }
 }
 
 /// The partial items table's hash key: `<date>#<bucket>`, like the state's.
@@ -674,6 +760,32 @@ mod tests {
     }
 
     #[test]
+    fn changes_that_cancel_out_are_written_with_their_applied_through() {
+        let date = Date::parse("2015-11-16").unwrap();
+        let a = || fixtures::live(&[("a", 5)], "e1");
+        let b = || fixtures::live(&[("a", 2)], "e2");
+        let mut partial = PartialItem::empty(&date, 3);
+        let _ = partial.fold(&[change(9, "i-1", None, Some(a()))]);
+        let there_and_back = [
+            change(10, "i-1", Some(a()), Some(b())),
+            change(12, "i-1", Some(b()), Some(a())),
+        ];
+        let fold = partial.fold(&there_and_back);
+        // No total moves, but the write is owed: a resumed tail holding only
+        // the way back must find it folded in already.
+        assert!(fold.changed.is_empty());
+        assert!(fold.must_write());
+        assert_eq!(
+            (partial.version, partial.applied_through.clone()),
+            (2, seq(12))
+        );
+        let tail = partial.fold(&there_and_back[1..]);
+        assert!(!tail.must_write());
+        assert_eq!(tail.already_applied, 1);
+        assert_eq!(partial.sums, [("a".to_owned(), Exact(5))].into());
+    }
+
+    #[test]
     fn a_change_that_moves_no_counter_changes_no_version() {
         let date = Date::parse("2015-11-16").unwrap();
         let mut partial = PartialItem::empty(&date, 3);
@@ -691,6 +803,7 @@ mod tests {
         );
         let fold = partial.fold(&[same]);
         assert!(fold.changed.is_empty());
+        assert!(!fold.must_write());
         assert_eq!(partial.version, 1);
     }
 

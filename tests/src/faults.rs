@@ -5,7 +5,9 @@
 //! stage's tables) around its own. Once the budget is spent every operation fails, as
 //! if the invocation died there. A write that would spend past the budget
 //! either is lost or lands with its response lost (a timeout after the write
-//! landed), as the test chooses. [`LostResponse`] makes every write twice,
+//! landed), as the test chooses. [`FailingPart`] fails the writes of one
+//! (date, bucket) group or one date's totals and lets the rest of a batch
+//! through. [`LostResponse`] makes every write twice,
 //! as the SDK does when a response is lost after the write landed.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -179,6 +181,101 @@ impl<T: TotalsStore> TotalsStore for Crashing<T> {
         if !self.spend() {
             return Err(crash());
         }
+        self.inner.totals(date).await
+    }
+}
+
+/// Which part of the aggregate stage's tables a [`FailingPart`] store fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// Writes of one (date, bucket)'s partial item: that group of a batch
+    /// fails while the others go through.
+    Partial { date: Date, bucket: u64 },
+    /// Writes of one date's totals.
+    Totals { date: Date },
+}
+
+/// A store (the aggregate stage's tables) whose writes to one [`Part`] fail,
+/// as throttling past the SDK's retries or a conflict fails one group of a
+/// batch and not the others. The failed write is lost, or lands with its
+/// response lost, as the test chooses; every other call goes through.
+#[derive(Clone)]
+pub struct FailingPart<T> {
+    inner: T,
+    part: Part,
+    write_lands: bool,
+}
+
+impl<T> FailingPart<T> {
+    pub fn new(inner: T, part: Part, write_lands: bool) -> FailingPart<T> {
+        FailingPart {
+            inner,
+            part,
+            write_lands,
+        }
+    }
+}
+
+fn throttled(part: &Part) -> StoreError {
+    StoreError::new(
+        format!("injected failure writing {part:?}"),
+        "throttled past the SDK's retries",
+    )
+}
+
+impl<T: TotalsStore> TotalsStore for FailingPart<T> {
+    async fn partial(&self, date: &Date, bucket: u64) -> Result<Option<PartialItem>, StoreError> {
+        self.inner.partial(date, bucket).await
+    }
+
+    async fn put_partial(
+        &self,
+        item: &PartialItem,
+        read_version: u64,
+    ) -> Result<PutOutcome, StoreError> {
+        let target = Part::Partial {
+            date: item.date.clone(),
+            bucket: item.bucket,
+        };
+        if target == self.part {
+            if self.write_lands {
+                let _ = self.inner.put_partial(item, read_version).await;
+            }
+            return Err(throttled(&self.part));
+        }
+        self.inner.put_partial(item, read_version).await
+    }
+
+    async fn partials(&self, date: &Date) -> Result<Vec<PartialItem>, StoreError> {
+        self.inner.partials(date).await
+    }
+
+    async fn totals_of(
+        &self,
+        date: &Date,
+        counters: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, TotalItem>, StoreError> {
+        self.inner.totals_of(date, counters).await
+    }
+
+    async fn put_total(
+        &self,
+        item: &TotalItem,
+        replaces: Option<&Basis>,
+    ) -> Result<PutOutcome, StoreError> {
+        if (Part::Totals {
+            date: item.date.clone(),
+        }) == self.part
+        {
+            if self.write_lands {
+                let _ = self.inner.put_total(item, replaces).await;
+            }
+            return Err(throttled(&self.part));
+        }
+        self.inner.put_total(item, replaces).await
+    }
+
+    async fn totals(&self, date: &Date) -> Result<Vec<TotalItem>, StoreError> {
         self.inner.totals(date).await
     }
 }

@@ -6,7 +6,9 @@
 //!
 //! Each case runs a random script of uploads over six instances and two
 //! dates (overwrites, counters that disappear from a body, deletes, rejected
-//! bodies followed by a good one), ingests every upload, reads the state
+//! bodies followed by a good one, and an instance going back to the body it
+//! had before, so that two changes of one bucket cancel out), ingests every
+//! upload, reads the state
 //! table's stream, and delivers it to the aggregate handler the ways Lambda
 //! may:
 //!
@@ -20,7 +22,11 @@
 //! - **crashes**: an invocation whose table calls fail after a random number
 //!   of operations, its last write lost or landed with the response lost;
 //!   then either Lambda resumes from the record it reported, or (the process
-//!   died) delivers the whole batch again.
+//!   died) delivers the whole batch again;
+//! - **one group fails**: the writes of one (date, bucket) group, or of one
+//!   date's totals, fail (lost, or landed with the response lost) while the
+//!   rest of the batch goes through; Lambda resumes from the lowest record
+//!   reported.
 
 use std::collections::BTreeMap;
 
@@ -29,7 +35,7 @@ use serde_json::Value;
 use tally_aggregate::Aggregator;
 use tally_aggregate::reconcile::reconcile;
 use tally_core::key::Date;
-use tally_tests::faults::Crashing;
+use tally_tests::faults::{Crashing, FailingPart, Part};
 use tally_tests::streams::lambda_event;
 use tally_tests::world::PipelineWorld;
 
@@ -59,12 +65,19 @@ enum Op {
         instance: usize,
         date: usize,
     },
+    /// Uploads the body the instance had before its last upload again: the
+    /// instance's counters go there and back (B → A after A → B).
+    UploadBack {
+        instance: usize,
+        date: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         5 => (0..INSTANCES, 0..DATES.len(), 0..BODIES.len()).prop_map(|(instance, date, body)| Op::Upload { instance, date, body }),
         1 => (0..INSTANCES, 0..DATES.len()).prop_map(|(instance, date)| Op::Delete { instance, date }),
+        2 => (0..INSTANCES, 0..DATES.len()).prop_map(|(instance, date)| Op::UploadBack { instance, date }),
     ]
 }
 
@@ -82,6 +95,13 @@ enum Delivery {
         resume_from_reported: bool,
     },
     AlongsideAnotherShard,
+    /// The writes of one part fail: the group of the batch's record at
+    /// offset `pick` (its date's totals, when `totals`).
+    PartFails {
+        pick: usize,
+        totals: bool,
+        write_lands: bool,
+    },
 }
 
 fn delivery() -> impl Strategy<Value = (usize, usize, Delivery)> {
@@ -91,6 +111,7 @@ fn delivery() -> impl Strategy<Value = (usize, usize, Delivery)> {
         1 => Just(Delivery::Bisected),
         1 => (0..12i64, any::<bool>(), any::<bool>()).prop_map(|(after_ops, write_lands, resume_from_reported)| Delivery::Crash { after_ops, write_lands, resume_from_reported }),
         1 => Just(Delivery::AlongsideAnotherShard),
+        2 => (any::<usize>(), prop::bool::weighted(0.2), any::<bool>()).prop_map(|(pick, totals, write_lands)| Delivery::PartFails { pick, totals, write_lands }),
     ];
     (any::<usize>(), 1..=8usize, mode)
 }
@@ -103,6 +124,26 @@ fn shard_of(record: &Value, shards: usize) -> usize {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     part.hash(&mut hasher);
     (hasher.finish() % shards as u64) as usize
+}
+
+/// The part of the aggregate stage's tables a record's change is written
+/// to: its (date, bucket) partial item, or its date's totals.
+fn part_of(record: &Value, totals: bool) -> Result<Part, String> {
+    let key = record["dynamodb"]["Keys"]["Part"]["S"]
+        .as_str()
+        .unwrap_or_default();
+    let (date, bucket) = key
+        .split_once('#')
+        .ok_or_else(|| format!("state hash key {key:?} is not <date>#<bucket>"))?;
+    let date = Date::parse(date).map_err(|e| e.to_string())?;
+    Ok(if totals {
+        Part::Totals { date }
+    } else {
+        Part::Partial {
+            date,
+            bucket: bucket.parse().map_err(|e| format!("{key:?}: {e}"))?,
+        }
+    })
 }
 
 /// Delivers a shard's next batch as a successful invocation would, and
@@ -128,6 +169,40 @@ async fn deliver<T: tally_core::ports::TotalsStore>(
     }
 }
 
+/// The script with each [`Op::UploadBack`] turned into the upload it makes:
+/// the body before the instance's last upload, or the first body if there
+/// was none.
+fn going_back_resolved(ops: Vec<Op>) -> Vec<Op> {
+    let mut uploaded: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
+    ops.into_iter()
+        .map(|op| {
+            let op = match op {
+                Op::UploadBack { instance, date } => {
+                    let history = uploaded.get(&(instance, date));
+                    let body = history
+                        .and_then(|bodies| bodies.len().checked_sub(2).map(|at| bodies[at]))
+                        .unwrap_or(0);
+                    Op::Upload {
+                        instance,
+                        date,
+                        body,
+                    }
+                }
+                op => op,
+            };
+            if let Op::Upload {
+                instance,
+                date,
+                body,
+            } = op
+            {
+                uploaded.entry((instance, date)).or_default().push(body);
+            }
+            op
+        })
+        .collect()
+}
+
 async fn run_case(
     ops: Vec<Op>,
     shards: usize,
@@ -135,7 +210,7 @@ async fn run_case(
 ) -> Result<(), String> {
     let mut world = PipelineWorld::new(false).await;
     let mut last_body: BTreeMap<(usize, usize), Option<usize>> = BTreeMap::new();
-    let mut ops = ops;
+    let mut ops = going_back_resolved(ops);
     // A rejected upload is never an instance's last: a good one follows.
     let mut fixes = Vec::new();
     for op in &ops {
@@ -150,6 +225,7 @@ async fn run_case(
             Op::Delete { instance, date } => {
                 last_body.insert((*instance, *date), None);
             }
+            Op::UploadBack { .. } => {}
         }
     }
     for ((instance, date), body) in &last_body {
@@ -179,6 +255,7 @@ async fn run_case(
                 let deleted = world.ingest.delete(&key).await;
                 world.ingest.removed_event(&deleted)
             }
+            Op::UploadBack { .. } => return Err(format!("{op:?} was not resolved to an upload")),
         };
         world
             .ingest
@@ -243,6 +320,17 @@ async fn run_case(
                         from
                     }
                 }
+            }
+            Delivery::PartFails {
+                pick,
+                totals,
+                write_lands,
+            } => {
+                let end = (from + size).min(records.len());
+                let picked = &records[from + pick % (end - from)];
+                let part = part_of(picked, totals)?;
+                let failing = Aggregator::new(FailingPart::new(store.clone(), part, write_lands));
+                deliver(&failing, records, from, size).await
             }
             Delivery::AlongsideAnotherShard => {
                 let other = open.iter().copied().find(|&s| s != shard);
