@@ -32,7 +32,9 @@
 //!    of the key, so whichever write lands last is checked against the bucket
 //!    after it lands, and once uploads stop the last check sees the final
 //!    object. The correction replaces only this invocation's own write
-//!    (same ordering and ETag), so it cannot undo a newer one.
+//!    (same ordering and ETag), so it cannot undo a newer one; and after
+//!    each correction the check looks at the bucket again, since the object
+//!    may have moved on while the correction was read and written.
 //!
 //! # Where it stops short
 //!
@@ -46,8 +48,13 @@
 //! it right, and instances upload every period.
 //!
 //! A write whose response was lost (a timeout after the write landed) is
-//! retried by the SDK, fails its condition, and is recognised by re-reading
-//! the state: it is this notice's own state, so the check of step 4 still runs.
+//! retried by the SDK, fails its condition, and is recognised by reading the
+//! item back ([`put_confirmed`]): step 3's write and every correction. Taken
+//! for a newer writer's, a correction whose response was lost would end the
+//! check without the look at the bucket that undoes a correction the bucket
+//! has since overtaken (uploads A, delete, A again, with the first event
+//! late: its correction to a tombstone lands just after the second A's event
+//! found A stored).
 
 use std::fmt;
 
@@ -56,7 +63,7 @@ use tally_core::capacity::{self, MAX_ITEM_BYTES};
 use tally_core::key::parse_key;
 use tally_core::ports::{
     ObjectBody, ObjectLocation, ObjectStore, Precondition, PutOutcome, StateStore, StoreError,
-    normalize_etag,
+    normalize_etag, put_confirmed,
 };
 use tally_core::state::{Content, InstanceState};
 
@@ -266,22 +273,11 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
         }
         let stored_size = stored.as_ref().map_or(0, |s| s.item_size());
         used += write_cost(new_size.max(stored_size));
-        match self
-            .state
-            .put(&new_state, &Precondition::Supersedes)
-            .await?
-        {
-            PutOutcome::Written => {}
-            PutOutcome::PreconditionFailed => {
-                // Either a newer state landed, or this very write did and its
-                // response was lost; only in the second case is it ours to check.
-                let now = self.state.get(&new_state.key).await?;
-                used.read_units +=
-                    capacity::consistent_read_units(now.as_ref().map(|s| s.item_size()));
-                if now.as_ref() != Some(&new_state) {
-                    return Ok((Outcome::Superseded, used));
-                }
-            }
+        let outcome = self
+            .put_own(&new_state, &Precondition::Supersedes, &mut used)
+            .await?;
+        if outcome == PutOutcome::PreconditionFailed {
+            return Ok((Outcome::Superseded, used));
         }
 
         // Step 4.
@@ -351,7 +347,7 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
                 etag: written.content.etag().map(str::to_owned),
             };
             *used += write_cost(correction.item_size().max(written.item_size()));
-            match self.state.put(&correction, &precondition).await? {
+            match self.put_own(&correction, &precondition, used).await? {
                 PutOutcome::Written => {
                     corrected = true;
                     written = correction;
@@ -361,6 +357,28 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
             }
         }
         Ok(corrected)
+    }
+
+    /// A conditional write whose failed condition is confirmed by reading
+    /// the item back ([`put_confirmed`]): a write that landed with its
+    /// response lost is this invocation's own, and what it owes after its
+    /// write (the check of step 4) still runs.
+    async fn put_own(
+        &self,
+        state: &InstanceState,
+        precondition: &Precondition,
+        used: &mut Capacity,
+    ) -> Result<PutOutcome, StoreError> {
+        let mut read_back_units = 0;
+        let read_back = &mut read_back_units;
+        let outcome = put_confirmed(state, self.state.put(state, precondition), || async move {
+            let now = self.state.get(&state.key).await?;
+            *read_back = capacity::consistent_read_units(now.as_ref().map(|s| s.item_size()));
+            Ok(now)
+        })
+        .await?;
+        used.read_units += read_back_units;
+        Ok(outcome)
     }
 
     async fn read(&self, location: &ObjectLocation) -> Result<Read, StoreError> {
