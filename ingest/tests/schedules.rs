@@ -22,6 +22,9 @@ use tokio::sync::Notify;
 const BUCKET: &str = "fleet";
 const KEY: &str = "counters/2015-11-16/i-1";
 const A: &str = "requests 10\n";
+const B: &str = "requests 20\n";
+/// An odd number of tokens: rejected whole.
+const REJECTED: &str = "requests 30 errors\n";
 
 /// The state table in memory, applying the preconditions as both adapters do.
 #[derive(Clone, Default)]
@@ -340,4 +343,72 @@ async fn a_lost_correction_response_still_checks_the_bucket_again() {
         matches!(first, Outcome::Written { corrected: true }),
         "{first:?}"
     );
+}
+
+#[tokio::test]
+async fn a_rejected_newest_upload_on_a_versioned_bucket_keeps_the_newest_accepted_version() {
+    // Uploads A(1), B(2), A(3), then a rejected C(4). A's events write A and
+    // find A stored; C's is rejected; B's, delivered last, reads version 2
+    // and writes B, and its check finds C, which cannot be stored. The
+    // newest accepted upload is A, and the versions say so.
+    let bucket = VersionedBucket::default();
+    let state = MemoryState::default();
+    let ingestor = Ingestor::new(state.clone(), bucket.clone(), IngestConfig::default());
+    let a1 = bucket.upload(KEY, A);
+    let b2 = bucket.upload(KEY, B);
+    let a3 = bucket.upload(KEY, A);
+    let c4 = bucket.upload(KEY, REJECTED);
+
+    apply(&ingestor, &created(&a1, "1")).await;
+    assert_eq!(
+        apply(&ingestor, &created(&a3, "3")).await,
+        Outcome::Unchanged
+    );
+    let rejected = apply(&ingestor, &created(&c4, "4")).await;
+    assert!(matches!(rejected, Outcome::Rejected(_)), "{rejected:?}");
+    apply(&ingestor, &created(&b2, "2")).await;
+
+    assert_eq!(contributes(&state), counters_of(A));
+}
+
+#[tokio::test]
+async fn a_rejected_upload_after_a_delete_and_a_re_upload_keeps_the_re_upload() {
+    // A(1), delete(2), A(3), rejected C(4). A's second event finds A stored;
+    // the delete's event, delivered last, writes a tombstone, and its check
+    // finds C. The versions under C say A was uploaded after the delete.
+    let bucket = VersionedBucket::default();
+    let state = MemoryState::default();
+    let ingestor = Ingestor::new(state.clone(), bucket.clone(), IngestConfig::default());
+    let a1 = bucket.upload(KEY, A);
+    bucket.delete(KEY);
+    let a3 = bucket.upload(KEY, A);
+    let c4 = bucket.upload(KEY, REJECTED);
+
+    apply(&ingestor, &created(&a1, "1")).await;
+    assert_eq!(
+        apply(&ingestor, &created(&a3, "3")).await,
+        Outcome::Unchanged
+    );
+    apply(&ingestor, &created(&c4, "4")).await;
+    apply(&ingestor, &removed("2")).await;
+
+    assert_eq!(contributes(&state), counters_of(A));
+}
+
+#[tokio::test]
+async fn a_rejected_upload_after_a_delete_leaves_the_tombstone() {
+    // A(1), delete(2), rejected C(3), with A's event first. Walking back from
+    // C must stop at the delete marker, not reach A behind it.
+    let bucket = VersionedBucket::default();
+    let state = MemoryState::default();
+    let ingestor = Ingestor::new(state.clone(), bucket.clone(), IngestConfig::default());
+    let a1 = bucket.upload(KEY, A);
+    bucket.delete(KEY);
+    let c3 = bucket.upload(KEY, REJECTED);
+
+    apply(&ingestor, &created(&a1, "1")).await;
+    apply(&ingestor, &created(&c3, "3")).await;
+    apply(&ingestor, &removed("2")).await;
+
+    assert_eq!(state.content(), Some(Content::Deleted));
 }
