@@ -1,6 +1,7 @@
-//! Objects on S3: reading the counters the fleet uploads ([`ObjectStore`]),
-//! and writing and listing the rules stage's snapshots and rules files
-//! ([`ObjectWriter`]). One client serves any bucket a call names.
+//! Objects on S3: reading the counters the fleet uploads and listing a
+//! key's versions ([`ObjectStore`]), and writing and listing the rules
+//! stage's snapshots and rules files ([`ObjectWriter`]). One client serves
+//! any bucket a call names.
 //!
 //! [`create_bucket`] and [`notify_topic`] set up a bucket like the
 //! deployment's, for test servers and local tooling (`tally dev up`).
