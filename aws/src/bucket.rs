@@ -1,6 +1,7 @@
-//! Objects on S3: reading the counters the fleet uploads ([`ObjectStore`]),
-//! and writing and listing the rules stage's snapshots and rules files
-//! ([`ObjectWriter`]). One client serves any bucket a call names.
+//! Objects on S3: reading the counters the fleet uploads and listing a
+//! key's versions ([`ObjectStore`]), and writing and listing the rules
+//! stage's snapshots and rules files ([`ObjectWriter`]). One client serves
+//! any bucket a call names.
 //!
 //! [`create_bucket`] and [`notify_topic`] set up a bucket like the
 //! deployment's, for test servers and local tooling (`tally dev up`).
@@ -15,7 +16,8 @@ use aws_sdk_s3::types::{
 };
 use bytes::Bytes;
 use tally_core::ports::{
-    ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectWriter, StoreError, normalize_etag,
+    ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectVersion, ObjectWriter, StoreError,
+    normalize_etag,
 };
 
 use crate::store_error;
@@ -85,7 +87,7 @@ where
         StoreError::new(
             error.operation,
             format!(
-                "{}; the function needs s3:GetObject and s3:GetObjectVersion on the objects and s3:ListBucket on the bucket (without it a missing key answers 403)",
+                "{}; the function needs s3:GetObject and s3:GetObjectVersion on the objects, and s3:ListBucket (without it a missing key answers 403) and s3:ListBucketVersions on the bucket",
                 error.source
             ),
         )
@@ -174,7 +176,58 @@ impl ObjectStore for S3ObjectStore {
             Err(e) => Err(s3_error(format!("S3 HeadObject s3://{bucket}/{key}"), e)),
         }
     }
+
+    /// One entry per ListObjectVersions request. The SDK hands back a page's
+    /// versions and delete markers as two lists, and their timestamps have
+    /// one-second resolution, so a page of several entries cannot say
+    /// whether a delete came before or after an upload in the same second; a
+    /// page of one can, since S3 lists a key's history in order. A walk stops
+    /// at the first accepted version or delete marker, usually the second
+    /// entry, and only a rejected upload starts one.
+    ///
+    /// The key is the prefix, so keys that extend it (`i-1` and `i-10`) are
+    /// listed too, after it: an entry of another key ends the history. An
+    /// unversioned bucket lists its one object, with version id `null`.
+    async fn versions(
+        &self,
+        bucket: &str,
+        key: &str,
+        after: Option<&str>,
+    ) -> Result<Vec<ObjectVersion>, StoreError> {
+        let page = self
+            .client
+            .list_object_versions()
+            .bucket(bucket)
+            .prefix(key)
+            .set_key_marker(after.map(|_| key.to_owned()))
+            .set_version_id_marker(after.map(str::to_owned))
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| s3_error(format!("S3 ListObjectVersions s3://{bucket}/{key}"), e))?;
+        let object = page
+            .versions
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|v| v.key.as_deref() == Some(key))
+            .map(|v| ObjectVersion::Object {
+                version_id: v.version_id.unwrap_or_else(|| NULL_VERSION.to_owned()),
+                etag: normalize_etag(v.e_tag.as_deref().unwrap_or_default()),
+            });
+        let marker = page
+            .delete_markers
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.key.as_deref() == Some(key))
+            .map(|m| ObjectVersion::DeleteMarker {
+                version_id: m.version_id.unwrap_or_else(|| NULL_VERSION.to_owned()),
+            });
+        Ok(object.chain(marker).collect())
+    }
 }
+
+/// The version id S3 gives an object written while versioning was off.
+const NULL_VERSION: &str = "null";
 
 impl ObjectWriter for S3ObjectStore {
     async fn put(

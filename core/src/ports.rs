@@ -67,6 +67,24 @@ pub enum ObjectBody {
     OverCap,
 }
 
+/// One entry of a key's history in a versioned bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectVersion {
+    /// A stored body, readable by its version id.
+    Object { version_id: String, etag: String },
+    /// A delete marker: the key was deleted at this point of its history.
+    DeleteMarker { version_id: String },
+}
+
+impl ObjectVersion {
+    pub fn version_id(&self) -> &str {
+        match self {
+            ObjectVersion::Object { version_id, .. }
+            | ObjectVersion::DeleteMarker { version_id } => version_id,
+        }
+    }
+}
+
 /// The bucket the instances upload to.
 pub trait ObjectStore: Send + Sync {
     /// Reads an object, or `None` when it (or the named version) does not
@@ -84,6 +102,23 @@ pub trait ObjectStore: Send + Sync {
         bucket: &str,
         key: &str,
     ) -> impl Future<Output = Result<Option<ObjectMeta>, StoreError>> + Send;
+
+    /// The next entries of the key's history, newest first, after the entry
+    /// with version id `after` (from the newest when `None`): its object
+    /// versions and delete markers in the exact order they were made. A page
+    /// holds at least one entry while any remain; an empty one ends the
+    /// history.
+    ///
+    /// A store that keeps no versions has no history to walk back through
+    /// and returns an empty page (or only its current object, as S3 lists an
+    /// unversioned bucket): ingest then keeps the last accepted body it read,
+    /// which is all an unversioned bucket allows.
+    fn versions(
+        &self,
+        bucket: &str,
+        key: &str,
+        after: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<ObjectVersion>, StoreError>> + Send;
 }
 
 /// When a state write may land.

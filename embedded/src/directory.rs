@@ -2,7 +2,7 @@
 //!
 //! ETags are the MD5 of the content in hex, as S3 computes them for a single
 //! PUT, so the same bytes get the same ETag here and there. There are no
-//! versions. The bucket name in a location is not checked: one directory is
+//! versions: the directory is an unversioned bucket. The bucket name in a location is not checked: one directory is
 //! one bucket.
 
 use std::io::{BufRead, ErrorKind, Read};
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use md5::{Digest, Md5};
 use tally_core::ports::{
-    ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectWriter, StoreError,
+    ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectVersion, ObjectWriter, StoreError,
 };
 
 /// Objects as files under a root directory.
@@ -134,6 +134,17 @@ impl ObjectStore for DirectoryStore {
             version_id: None,
             size,
         }))
+    }
+
+    /// A directory keeps no versions: an empty history, so ingest keeps the
+    /// last accepted body it read, as on an unversioned bucket.
+    async fn versions(
+        &self,
+        _bucket: &str,
+        _key: &str,
+        _after: Option<&str>,
+    ) -> Result<Vec<ObjectVersion>, StoreError> {
+        Ok(Vec::new())
     }
 }
 

@@ -32,31 +32,57 @@
 //!    of the key, so whichever write lands last is checked against the bucket
 //!    after it lands, and once uploads stop the last check sees the final
 //!    object. The correction replaces only this invocation's own write
-//!    (same ordering and ETag), so it cannot undo a newer one.
+//!    (same ordering and ETag), so it cannot undo a newer one; and after
+//!    each correction the check looks at the bucket again, since the object
+//!    may have moved on while the correction was read and written.
+//!
+//! When the object the check finds **cannot be stored** (a rejected body,
+//! or an item too large), the state must hold what came last before it: the
+//! newest accepted upload, or a tombstone if a delete came after that. The
+//! check walks the key's versions back from the newest
+//! ([`ObjectStore::versions`]), passes over rejected ones, and corrects to
+//! the first accepted version, or to a tombstone at the first delete
+//! marker. Without the walk, B in the uploads A, B, A, C (C rejected, the
+//! second A skipped as identical) would stay, since the current object
+//! offers nothing to correct to.
+//!
+//! Step 2 needs no walk when the event's own object is rejected: a rejected
+//! upload changes nothing the state should hold, and every accepted upload
+//! or delete around it has its own event, which either writes (and checks)
+//! or finds the state already holding what it brings.
+//!
+//! A write whose response was lost (a timeout after the write landed) is
+//! retried by the SDK, fails its condition, and is recognised by reading the
+//! item back ([`put_confirmed`]): step 3's write and every correction. Taken
+//! for a newer writer's, a correction whose response was lost would end the
+//! check without the look at the bucket that undoes a correction the bucket
+//! has since overtaken (uploads A, delete, A again, with the first event
+//! late: its correction to a tombstone lands just after the second A's event
+//! found A stored).
 //!
 //! # Where it stops short
 //!
-//! When the newest upload is *rejected*, the instance keeps the last accepted
-//! body that ingest managed to read, which under reordering is not always the
-//! last accepted upload: on an unversioned bucket an older event handled
-//! after the rejected upload reads the rejected bytes (the older ones are
-//! gone); on a versioned bucket, if step 2 skipped an identical re-upload, an
-//! older event delivered last can leave its body in place, because step 4 has
-//! no accepted object to correct to. The instance's next accepted upload puts
-//! it right, and instances upload every period.
-//!
-//! A write whose response was lost (a timeout after the write landed) is
-//! retried by the SDK, fails its condition, and is recognised by re-reading
-//! the state: it is this notice's own state, so the check of step 4 still runs.
+//! Only on an **unversioned bucket**, and only when the newest upload is
+//! rejected: the instance keeps the last accepted body ingest managed to
+//! read, which under reordering is not always the last accepted upload. An
+//! older event handled after the rejected upload reads the rejected bytes,
+//! and the accepted ones are gone: no design can do better there. The
+//! instance's next accepted upload puts it right, and instances upload every
+//! period. The embedded directory is such a bucket. On a versioned bucket
+//! (the template deploys one) the rule is exact while the versions are kept:
+//! the template expires old versions after a day, and an event handled
+//! later than that (redriven from the dead-letter queue, say) finds the
+//! history gone and keeps what it read, as on an unversioned bucket.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use tally_core::body::{self, BodyError};
 use tally_core::capacity::{self, MAX_ITEM_BYTES};
 use tally_core::key::parse_key;
 use tally_core::ports::{
-    ObjectBody, ObjectLocation, ObjectStore, Precondition, PutOutcome, StateStore, StoreError,
-    normalize_etag,
+    ObjectBody, ObjectLocation, ObjectStore, ObjectVersion, Precondition, PutOutcome, StateStore,
+    StoreError, normalize_etag, put_confirmed,
 };
 use tally_core::state::{Content, InstanceState};
 
@@ -223,7 +249,13 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
         }
 
         // Step 2.
-        let content = match &notice.change {
+        let mut new_state = InstanceState {
+            key,
+            object_key: notice.object_key.clone(),
+            ordering: notice.ordering.clone(),
+            content: Content::Deleted,
+        };
+        new_state.content = match &notice.change {
             Change::Removed => Content::Deleted,
             Change::Created { etag } => {
                 let stored_etag = stored.as_ref().and_then(|s| s.content.etag());
@@ -237,7 +269,7 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
                     key: notice.object_key.clone(),
                     version_id: notice.version_id.clone(),
                 };
-                match self.read(&location).await? {
+                match self.read_storable(&location, &new_state).await? {
                     Read::Live(content) => content,
                     Read::Rejected(rejection) => return Ok((Outcome::Rejected(rejection), used)),
                     Read::Gone => return Ok((Outcome::Gone, used)),
@@ -245,43 +277,19 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
             }
         };
         if let Some(stored) = &stored
-            && stored.content.same_contribution(&content)
+            && stored.content.same_contribution(&new_state.content)
         {
             return Ok((Outcome::Unchanged, used));
         }
 
         // Step 3.
-        let new_state = InstanceState {
-            key,
-            object_key: notice.object_key.clone(),
-            ordering: notice.ordering.clone(),
-            content,
-        };
-        let new_size = new_state.item_size();
-        if new_size > MAX_ITEM_BYTES {
-            return Ok((
-                Outcome::Rejected(Rejection::ItemTooLarge { bytes: new_size }),
-                used,
-            ));
-        }
         let stored_size = stored.as_ref().map_or(0, |s| s.item_size());
-        used += write_cost(new_size.max(stored_size));
-        match self
-            .state
-            .put(&new_state, &Precondition::Supersedes)
-            .await?
-        {
-            PutOutcome::Written => {}
-            PutOutcome::PreconditionFailed => {
-                // Either a newer state landed, or this very write did and its
-                // response was lost; only in the second case is it ours to check.
-                let now = self.state.get(&new_state.key).await?;
-                used.read_units +=
-                    capacity::consistent_read_units(now.as_ref().map(|s| s.item_size()));
-                if now.as_ref() != Some(&new_state) {
-                    return Ok((Outcome::Superseded, used));
-                }
-            }
+        used += write_cost(new_state.item_size().max(stored_size));
+        let outcome = self
+            .put_own(&new_state, &Precondition::Supersedes, &mut used)
+            .await?;
+        if outcome == PutOutcome::PreconditionFailed {
+            return Ok((Outcome::Superseded, used));
         }
 
         // Step 4.
@@ -291,7 +299,7 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
         Ok((Outcome::Written { corrected }, used))
     }
 
-    /// Step 4: makes sure the bucket still holds what was just written, and
+    /// Step 4: makes sure the state still says what the bucket says, and
     /// corrects this invocation's own write if it does not.
     async fn check_after_write(
         &self,
@@ -323,35 +331,26 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
                     ),
                 ));
             }
-            let current = ObjectLocation {
-                bucket: bucket.to_owned(),
-                key: written.object_key.clone(),
-                version_id: None,
-            };
-            let content = match self.read(&current).await? {
-                Read::Live(content) => content,
-                Read::Gone => Content::Deleted,
-                // The newer body is rejected; its own event reports that, and
-                // the instance keeps the body accepted before it.
-                Read::Rejected(_) => break,
+            let Some(content) = self.bucket_says(bucket, &written).await? else {
+                // The current body cannot be stored and the bucket keeps no
+                // history to fall back on: keep what was written.
+                break;
             };
             if content == written.content {
                 break;
             }
+            // Same ordering, and only over this invocation's own write: a
+            // correction can never undo a newer state.
             let correction = InstanceState {
                 content,
                 ..written.clone()
             };
-            if correction.item_size() > MAX_ITEM_BYTES {
-                // The newer body is too big to store; its own event rejects it.
-                break;
-            }
             let precondition = Precondition::Replaces {
                 ordering: written.ordering.clone(),
                 etag: written.content.etag().map(str::to_owned),
             };
             *used += write_cost(correction.item_size().max(written.item_size()));
-            match self.state.put(&correction, &precondition).await? {
+            match self.put_own(&correction, &precondition, used).await? {
                 PutOutcome::Written => {
                     corrected = true;
                     written = correction;
@@ -361,6 +360,122 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
             }
         }
         Ok(corrected)
+    }
+
+    /// What the state of `like`'s object should hold, as the bucket is now:
+    /// the current object's body, a tombstone when there is none, and when
+    /// the current body cannot be stored, the newest version that can be
+    /// (see [`Ingestor::newest_storable`]).
+    async fn bucket_says(
+        &self,
+        bucket: &str,
+        like: &InstanceState,
+    ) -> Result<Option<Content>, StoreError> {
+        let current = ObjectLocation {
+            bucket: bucket.to_owned(),
+            key: like.object_key.clone(),
+            version_id: None,
+        };
+        Ok(match self.read_storable(&current, like).await? {
+            Read::Live(content) => Some(content),
+            Read::Gone => Some(Content::Deleted),
+            Read::Rejected(_) => self.newest_storable(bucket, like).await?,
+        })
+    }
+
+    /// Walks the key's history back from the newest entry: a delete marker
+    /// means a tombstone, the first version whose body can be stored is the
+    /// last accepted upload, and rejected versions are passed over. `None`
+    /// when the history runs out first: an unversioned bucket keeps none.
+    async fn newest_storable(
+        &self,
+        bucket: &str,
+        like: &InstanceState,
+    ) -> Result<Option<Content>, StoreError> {
+        // Versions with the same ETag have the same body, so one reading
+        // decides for all of them (an instance that keeps uploading the same
+        // bad body leaves many).
+        let mut rejected_etags = BTreeSet::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .objects
+                .versions(bucket, &like.object_key, after.as_deref())
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(None);
+            };
+            after = Some(last.version_id().to_owned());
+            for version in page {
+                let (version_id, etag) = match version {
+                    ObjectVersion::DeleteMarker { .. } => return Ok(Some(Content::Deleted)),
+                    ObjectVersion::Object { version_id, etag } => (version_id, etag),
+                };
+                if rejected_etags.contains(&etag) {
+                    continue;
+                }
+                let location = ObjectLocation {
+                    bucket: bucket.to_owned(),
+                    key: like.object_key.clone(),
+                    version_id: Some(version_id),
+                };
+                match self.read_storable(&location, like).await? {
+                    Read::Live(content) => return Ok(Some(content)),
+                    Read::Rejected(_) => {
+                        rejected_etags.insert(etag);
+                    }
+                    // Deleted for good since it was listed: no longer history.
+                    Read::Gone => {}
+                }
+            }
+        }
+    }
+
+    /// A conditional write whose failed condition is confirmed by reading
+    /// the item back ([`put_confirmed`]): a write that landed with its
+    /// response lost is this invocation's own, and what it owes after its
+    /// write (the check of step 4) still runs.
+    async fn put_own(
+        &self,
+        state: &InstanceState,
+        precondition: &Precondition,
+        used: &mut Capacity,
+    ) -> Result<PutOutcome, StoreError> {
+        let mut read_back_units = 0;
+        let read_back = &mut read_back_units;
+        let outcome = put_confirmed(state, self.state.put(state, precondition), || async move {
+            let now = self.state.get(&state.key).await?;
+            *read_back = capacity::consistent_read_units(now.as_ref().map(|s| s.item_size()));
+            Ok(now)
+        })
+        .await?;
+        used.read_units += read_back_units;
+        Ok(outcome)
+    }
+
+    /// Reads an object and decides whether it can be stored: its body must
+    /// parse, and the state item it would make in place of `like`'s content
+    /// must fit in one item.
+    async fn read_storable(
+        &self,
+        location: &ObjectLocation,
+        like: &InstanceState,
+    ) -> Result<Read, StoreError> {
+        Ok(match self.read(location).await? {
+            Read::Live(content) => {
+                let candidate = InstanceState {
+                    content,
+                    ..like.clone()
+                };
+                let bytes = candidate.item_size();
+                if bytes > MAX_ITEM_BYTES {
+                    Read::Rejected(Rejection::ItemTooLarge { bytes })
+                } else {
+                    Read::Live(candidate.content)
+                }
+            }
+            other => other,
+        })
     }
 
     async fn read(&self, location: &ObjectLocation) -> Result<Read, StoreError> {

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use tally_core::aggregate::{Basis, PartialItem, TotalItem};
 use tally_core::key::{Date, UploadKey};
 use tally_core::ports::{
-    AlertStore, ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectWriter, Precondition,
-    PutOutcome, StateStore, StoreError, TotalsStore,
+    AlertStore, ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectVersion, ObjectWriter,
+    Precondition, PutOutcome, StateStore, StoreError, TotalsStore,
 };
 use tally_core::rules::alert::AlertRecord;
 use tally_core::state::InstanceState;
@@ -120,6 +120,18 @@ impl<T: ObjectStore> ObjectStore for Crashing<T> {
             return Err(crash());
         }
         self.inner.head(bucket, key).await
+    }
+
+    async fn versions(
+        &self,
+        bucket: &str,
+        key: &str,
+        after: Option<&str>,
+    ) -> Result<Vec<ObjectVersion>, StoreError> {
+        if !self.spend() {
+            return Err(crash());
+        }
+        self.inner.versions(bucket, key, after).await
     }
 }
 

@@ -465,6 +465,66 @@ async fn an_older_version_applied_late_is_corrected_to_what_the_bucket_holds() {
 }
 
 #[tokio::test]
+async fn a_rejected_newest_upload_on_a_versioned_bucket_keeps_the_newest_accepted_version() {
+    // Uploads A, B, A, then a rejected C. B's event, delivered last, writes
+    // B; its check finds C, which cannot be stored, and walks back through
+    // the versions S3 lists to the newest accepted one: A.
+    let (world, b) = a_b_a_with_b_undelivered().await;
+    let c = world.upload("counters/2015-11-16/i-1", "a 3 b").await;
+    let (_, report) = world
+        .ingestor
+        .handle(&world.created_event(&c))
+        .await
+        .unwrap();
+    assert_eq!(report.rejected, 1, "{report:?}");
+    world
+        .ingestor
+        .handle(&world.created_event(&b))
+        .await
+        .unwrap();
+    let state = world.state("2015-11-16", "i-1").await.unwrap();
+    assert_eq!(live_counters(&state), &counters(&[("a", 1)]));
+}
+
+/// Delivers each event once, in the order given.
+async fn deliver(world: &IngestWorld, events: &[&Value]) {
+    for event in events {
+        world.ingestor.handle(event).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_delete_and_a_re_upload_within_one_second_are_listed_in_their_order() {
+    // A, delete, A again, then a rejected C, quicker than the listing's
+    // one-second timestamps can order. The delete's event, delivered last,
+    // writes a tombstone; its check walks back from C and must meet the
+    // re-uploaded A before the delete marker.
+    let world = IngestWorld::versioned().await;
+    let key = "counters/2015-11-16/i-1";
+    let a1 = world.created_event(&world.upload(key, "a 1").await);
+    let deleted = world.removed_event(&world.delete(key).await);
+    let a3 = world.created_event(&world.upload(key, "a 1").await);
+    let c4 = world.created_event(&world.upload(key, "a 3 b").await);
+    deliver(&world, &[&a1, &a3, &c4, &deleted]).await;
+    let state = world.state("2015-11-16", "i-1").await.unwrap();
+    assert_eq!(live_counters(&state), &counters(&[("a", 1)]));
+}
+
+#[tokio::test]
+async fn walking_back_from_a_rejected_upload_stops_at_the_delete_marker() {
+    // A, delete, then a rejected C; A's event first. Its check walks back
+    // from C to the marker: the instance has no accepted upload since.
+    let world = IngestWorld::versioned().await;
+    let key = "counters/2015-11-16/i-1";
+    let a1 = world.created_event(&world.upload(key, "a 1").await);
+    let deleted = world.removed_event(&world.delete(key).await);
+    let c3 = world.created_event(&world.upload(key, "a 3 b").await);
+    deliver(&world, &[&a1, &c3, &deleted]).await;
+    let state = world.state("2015-11-16", "i-1").await.unwrap();
+    assert_eq!(state.content, Content::Deleted);
+}
+
+#[tokio::test]
 async fn concurrent_invocations_for_one_instance_converge_on_the_last_upload() {
     // Versioned, so each event reads its own body: a late write of an older
     // body is possible and must not win.

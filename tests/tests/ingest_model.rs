@@ -19,9 +19,11 @@
 //!
 //! - the last upload's counters, when the last upload was accepted;
 //! - a tombstone, when the object was deleted last;
-//! - when the last upload was rejected, no contribution or a body accepted
-//!   since the last delete (ingest's documented limit: it keeps the last
-//!   accepted body it could read; see `ingest/src/apply.rs`).
+//! - when the last upload was rejected, on a versioned bucket exactly what
+//!   came last before it among accepted uploads and deletes (nothing, if
+//!   neither came); on an unversioned bucket no contribution or a body
+//!   accepted since the last delete (the limit no design can pass there: the
+//!   older bodies are gone; see `ingest/src/apply.rs`).
 
 use std::collections::BTreeMap;
 
@@ -129,6 +131,15 @@ fn check(
         Some(Op::Upload(body)) if *body != REJECTED => (live == Some(&counters_of(*body)))
             .then_some(())
             .ok_or_else(describe),
+        Some(Op::Upload(_)) if versioned => {
+            let last_kept = ops.iter().rev().find(|op| **op != Op::Upload(REJECTED));
+            let ok = match last_kept {
+                Some(Op::Upload(body)) => live == Some(&counters_of(*body)),
+                Some(Op::Delete) => content == Some(&Content::Deleted),
+                None => live.is_none(),
+            };
+            ok.then_some(()).ok_or_else(describe)
+        }
         Some(Op::Upload(_)) => {
             let accepted = accepted_since_delete(ops);
             let ok = live.is_none() || accepted.iter().any(|b| live == Some(&counters_of(*b)));

@@ -9,7 +9,8 @@ use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tally_core::ports::{
-    Notifier, ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectWriter, StoreError,
+    Notifier, ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectVersion, ObjectWriter,
+    StoreError,
 };
 use tally_core::rules::alert::Notification;
 use tally_rules::stage::StageConfig;
@@ -588,6 +589,15 @@ impl ObjectStore for Counting {
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         self.inner.head(bucket, key).await
+    }
+
+    async fn versions(
+        &self,
+        bucket: &str,
+        key: &str,
+        after: Option<&str>,
+    ) -> Result<Vec<ObjectVersion>, StoreError> {
+        self.inner.versions(bucket, key, after).await
     }
 }
 

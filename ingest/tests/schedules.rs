@@ -1,0 +1,414 @@
+//! Delivery schedules that once left the state wrong, replayed step by step
+//! over an in-memory state table and a scripted versioned bucket, so the
+//! exact interleaving is the test's to choose and no server is needed.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tally_core::key::{Date, UploadKey};
+use tally_core::ordering::OrderingKey;
+use tally_core::ports::{
+    ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectVersion, Precondition, PutOutcome,
+    StateStore, StoreError,
+};
+use tally_core::state::{Content, InstanceState};
+use tally_ingest::event::{Change, Notice};
+use tally_ingest::{IngestConfig, Ingestor, Outcome};
+use tokio::sync::Notify;
+
+const BUCKET: &str = "fleet";
+const KEY: &str = "counters/2015-11-16/i-1";
+const A: &str = "requests 10\n";
+const B: &str = "requests 20\n";
+/// An odd number of tokens: rejected whole.
+const REJECTED: &str = "requests 30 errors\n";
+
+/// The state table in memory, applying the preconditions as both adapters do.
+#[derive(Clone, Default)]
+struct MemoryState {
+    items: Arc<Mutex<BTreeMap<UploadKey, InstanceState>>>,
+}
+
+impl MemoryState {
+    fn content(&self) -> Option<Content> {
+        let key = UploadKey {
+            date: Date::parse("2015-11-16").unwrap(),
+            instance: "i-1".into(),
+        };
+        self.items
+            .lock()
+            .unwrap()
+            .get(&key)
+            .map(|s| s.content.clone())
+    }
+}
+
+impl StateStore for MemoryState {
+    async fn get(&self, key: &UploadKey) -> Result<Option<InstanceState>, StoreError> {
+        Ok(self.items.lock().unwrap().get(key).cloned())
+    }
+
+    async fn put(
+        &self,
+        state: &InstanceState,
+        precondition: &Precondition,
+    ) -> Result<PutOutcome, StoreError> {
+        let mut items = self.items.lock().unwrap();
+        if !precondition.holds(state, items.get(&state.key)) {
+            return Ok(PutOutcome::PreconditionFailed);
+        }
+        items.insert(state.key.clone(), state.clone());
+        Ok(PutOutcome::Written)
+    }
+
+    async fn day(&self, date: &Date) -> Result<Vec<InstanceState>, StoreError> {
+        let items = self.items.lock().unwrap();
+        Ok(items
+            .values()
+            .filter(|s| &s.key.date == date)
+            .cloned()
+            .collect())
+    }
+}
+
+/// The state table, with the first correction (a `Replaces` write) held
+/// back until the test resumes it, then landed with its response lost: the
+/// SDK's retry fails its condition, and that failure is what the caller sees.
+#[derive(Clone)]
+struct LostCorrectionResponse {
+    inner: MemoryState,
+    reached: Arc<Notify>,
+    resume: Arc<Notify>,
+    held: Arc<AtomicBool>,
+}
+
+impl LostCorrectionResponse {
+    fn new(inner: MemoryState) -> LostCorrectionResponse {
+        LostCorrectionResponse {
+            inner,
+            reached: Arc::new(Notify::new()),
+            resume: Arc::new(Notify::new()),
+            held: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl StateStore for LostCorrectionResponse {
+    async fn get(&self, key: &UploadKey) -> Result<Option<InstanceState>, StoreError> {
+        self.inner.get(key).await
+    }
+
+    async fn put(
+        &self,
+        state: &InstanceState,
+        precondition: &Precondition,
+    ) -> Result<PutOutcome, StoreError> {
+        let correction = matches!(precondition, Precondition::Replaces { .. });
+        if !correction || self.held.swap(true, Ordering::SeqCst) {
+            return self.inner.put(state, precondition).await;
+        }
+        self.reached.notify_one();
+        self.resume.notified().await;
+        self.inner.put(state, precondition).await?;
+        self.inner.put(state, precondition).await
+    }
+
+    async fn day(&self, date: &Date) -> Result<Vec<InstanceState>, StoreError> {
+        self.inner.day(date).await
+    }
+}
+
+/// One entry of a key's history in a versioned bucket.
+#[derive(Clone)]
+enum Entry {
+    Object { version_id: String, body: Bytes },
+    DeleteMarker { version_id: String },
+}
+
+/// A versioned bucket: every upload adds a version, every delete a marker.
+#[derive(Clone, Default)]
+struct VersionedBucket {
+    keys: Arc<Mutex<BTreeMap<String, Vec<Entry>>>>,
+    next_version: Arc<AtomicU64>,
+}
+
+/// What an upload returns: its version id and ETag.
+struct Uploaded {
+    version_id: String,
+    etag: String,
+}
+
+fn etag_of(body: &[u8]) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+impl VersionedBucket {
+    fn upload(&self, key: &str, body: &str) -> Uploaded {
+        let version_id = format!("v{}", self.next_version.fetch_add(1, Ordering::SeqCst));
+        self.keys
+            .lock()
+            .unwrap()
+            .entry(key.to_owned())
+            .or_default()
+            .push(Entry::Object {
+                version_id: version_id.clone(),
+                body: Bytes::copy_from_slice(body.as_bytes()),
+            });
+        Uploaded {
+            version_id,
+            etag: etag_of(body.as_bytes()),
+        }
+    }
+
+    fn delete(&self, key: &str) {
+        let version_id = format!("v{}", self.next_version.fetch_add(1, Ordering::SeqCst));
+        self.keys
+            .lock()
+            .unwrap()
+            .entry(key.to_owned())
+            .or_default()
+            .push(Entry::DeleteMarker { version_id });
+    }
+
+    /// The entry a location names: its version, or the key's newest entry.
+    fn entry(&self, key: &str, version_id: Option<&str>) -> Option<Entry> {
+        let keys = self.keys.lock().unwrap();
+        let history = keys.get(key)?;
+        match version_id {
+            None => history.last().cloned(),
+            Some(wanted) => history
+                .iter()
+                .find(|e| matches!(e, Entry::Object { version_id, .. } if version_id == wanted))
+                .cloned(),
+        }
+    }
+}
+
+impl ObjectStore for VersionedBucket {
+    async fn get(
+        &self,
+        location: &ObjectLocation,
+        max_bytes: u64,
+    ) -> Result<Option<(ObjectMeta, ObjectBody)>, StoreError> {
+        Ok(
+            match self.entry(&location.key, location.version_id.as_deref()) {
+                Some(Entry::Object { version_id, body }) => {
+                    let meta = ObjectMeta {
+                        etag: etag_of(&body),
+                        version_id: Some(version_id),
+                        size: body.len() as u64,
+                    };
+                    if meta.size > max_bytes {
+                        Some((meta, ObjectBody::OverCap))
+                    } else {
+                        Some((meta, ObjectBody::Read(body)))
+                    }
+                }
+                Some(Entry::DeleteMarker { .. }) | None => None,
+            },
+        )
+    }
+
+    async fn head(&self, _bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        Ok(match self.entry(key, None) {
+            Some(Entry::Object { version_id, body }) => Some(ObjectMeta {
+                etag: etag_of(&body),
+                version_id: Some(version_id),
+                size: body.len() as u64,
+            }),
+            Some(Entry::DeleteMarker { .. }) | None => None,
+        })
+    }
+
+    /// The whole rest of the history in one page, so the walk's paging is
+    /// exercised with pages of several entries (S3's adapter lists one).
+    async fn versions(
+        &self,
+        _bucket: &str,
+        key: &str,
+        after: Option<&str>,
+    ) -> Result<Vec<ObjectVersion>, StoreError> {
+        let keys = self.keys.lock().unwrap();
+        let newest_first = keys
+            .get(key)
+            .into_iter()
+            .flatten()
+            .rev()
+            .map(|entry| match entry {
+                Entry::Object { version_id, body } => ObjectVersion::Object {
+                    version_id: version_id.clone(),
+                    etag: etag_of(body),
+                },
+                Entry::DeleteMarker { version_id } => ObjectVersion::DeleteMarker {
+                    version_id: version_id.clone(),
+                },
+            });
+        Ok(match after {
+            None => newest_first.collect(),
+            Some(after) => newest_first
+                .skip_while(|v| v.version_id() != after)
+                .skip(1)
+                .collect(),
+        })
+    }
+}
+
+fn ordering(sequencer: &str) -> OrderingKey {
+    OrderingKey::from_sequencer(sequencer).unwrap()
+}
+
+fn created(uploaded: &Uploaded, sequencer: &str) -> Notice {
+    Notice {
+        bucket: BUCKET.into(),
+        object_key: KEY.into(),
+        version_id: Some(uploaded.version_id.clone()),
+        ordering: ordering(sequencer),
+        change: Change::Created {
+            etag: Some(uploaded.etag.clone()),
+        },
+    }
+}
+
+fn removed(sequencer: &str) -> Notice {
+    Notice {
+        bucket: BUCKET.into(),
+        object_key: KEY.into(),
+        version_id: None,
+        ordering: ordering(sequencer),
+        change: Change::Removed,
+    }
+}
+
+fn counters_of(body: &str) -> Option<BTreeMap<String, i64>> {
+    let counters = tally_core::body::parse(body.as_bytes(), 1 << 20).unwrap();
+    Some(
+        counters
+            .iter()
+            .map(|c| (c.name.to_owned(), c.value))
+            .collect(),
+    )
+}
+
+fn contributes(state: &MemoryState) -> Option<BTreeMap<String, i64>> {
+    state.content().and_then(|c| c.counters().cloned())
+}
+
+async fn apply<S: StateStore, O: ObjectStore>(
+    ingestor: &Ingestor<S, O>,
+    notice: &Notice,
+) -> Outcome {
+    ingestor
+        .apply(notice)
+        .await
+        .expect("the fakes do not fail")
+        .0
+}
+
+#[tokio::test]
+async fn a_lost_correction_response_still_checks_the_bucket_again() {
+    // W(1) uploads A, delete(2) places a marker, W(3) uploads A again (same
+    // ETag). The first event, late, reads version 1 and writes A; its check
+    // finds the marker and corrects the state to a tombstone. Meanwhile W(3)
+    // lands and its event finds A stored: unchanged. The correction lands,
+    // its response is lost and the retry fails its condition. Taken for
+    // another's write, it ended the check without the look at the bucket
+    // that would have found A again, and the delete's event then found the
+    // tombstone it expects: the state said deleted while the bucket held A.
+    let bucket = VersionedBucket::default();
+    let state = MemoryState::default();
+    let w1 = bucket.upload(KEY, A);
+    bucket.delete(KEY);
+    let lossy = LostCorrectionResponse::new(state.clone());
+    let late = Ingestor::new(lossy.clone(), bucket.clone(), IngestConfig::default());
+    let plain = Ingestor::new(state.clone(), bucket.clone(), IngestConfig::default());
+
+    let meanwhile = async {
+        lossy.reached.notified().await;
+        let w3 = bucket.upload(KEY, A);
+        assert_eq!(apply(&plain, &created(&w3, "3")).await, Outcome::Unchanged);
+        lossy.resume.notify_one();
+    };
+    let e1 = created(&w1, "1");
+    let (first, ()) = tokio::join!(apply(&late, &e1), meanwhile);
+    apply(&plain, &removed("2")).await;
+
+    assert_eq!(contributes(&state), counters_of(A), "the bucket holds A");
+    // The landed correction is reported as one.
+    assert!(
+        matches!(first, Outcome::Written { corrected: true }),
+        "{first:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_newest_upload_on_a_versioned_bucket_keeps_the_newest_accepted_version() {
+    // Uploads A(1), B(2), A(3), then a rejected C(4). A's events write A and
+    // find A stored; C's is rejected; B's, delivered last, reads version 2
+    // and writes B, and its check finds C, which cannot be stored. The
+    // newest accepted upload is A, and the versions say so.
+    let bucket = VersionedBucket::default();
+    let state = MemoryState::default();
+    let ingestor = Ingestor::new(state.clone(), bucket.clone(), IngestConfig::default());
+    let a1 = bucket.upload(KEY, A);
+    let b2 = bucket.upload(KEY, B);
+    let a3 = bucket.upload(KEY, A);
+    let c4 = bucket.upload(KEY, REJECTED);
+
+    apply(&ingestor, &created(&a1, "1")).await;
+    assert_eq!(
+        apply(&ingestor, &created(&a3, "3")).await,
+        Outcome::Unchanged
+    );
+    let rejected = apply(&ingestor, &created(&c4, "4")).await;
+    assert!(matches!(rejected, Outcome::Rejected(_)), "{rejected:?}");
+    apply(&ingestor, &created(&b2, "2")).await;
+
+    assert_eq!(contributes(&state), counters_of(A));
+}
+
+#[tokio::test]
+async fn a_rejected_upload_after_a_delete_and_a_re_upload_keeps_the_re_upload() {
+    // A(1), delete(2), A(3), rejected C(4). A's second event finds A stored;
+    // the delete's event, delivered last, writes a tombstone, and its check
+    // finds C. The versions under C say A was uploaded after the delete.
+    let bucket = VersionedBucket::default();
+    let state = MemoryState::default();
+    let ingestor = Ingestor::new(state.clone(), bucket.clone(), IngestConfig::default());
+    let a1 = bucket.upload(KEY, A);
+    bucket.delete(KEY);
+    let a3 = bucket.upload(KEY, A);
+    let c4 = bucket.upload(KEY, REJECTED);
+
+    apply(&ingestor, &created(&a1, "1")).await;
+    assert_eq!(
+        apply(&ingestor, &created(&a3, "3")).await,
+        Outcome::Unchanged
+    );
+    apply(&ingestor, &created(&c4, "4")).await;
+    apply(&ingestor, &removed("2")).await;
+
+    assert_eq!(contributes(&state), counters_of(A));
+}
+
+#[tokio::test]
+async fn a_rejected_upload_after_a_delete_leaves_the_tombstone() {
+    // A(1), delete(2), rejected C(3), with A's event first. Walking back from
+    // C must stop at the delete marker, not reach A behind it.
+    let bucket = VersionedBucket::default();
+    let state = MemoryState::default();
+    let ingestor = Ingestor::new(state.clone(), bucket.clone(), IngestConfig::default());
+    let a1 = bucket.upload(KEY, A);
+    bucket.delete(KEY);
+    let c3 = bucket.upload(KEY, REJECTED);
+
+    apply(&ingestor, &created(&a1, "1")).await;
+    apply(&ingestor, &created(&c3, "3")).await;
+    apply(&ingestor, &removed("2")).await;
+
+    assert_eq!(state.content(), Some(Content::Deleted));
+}
