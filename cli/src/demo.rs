@@ -1,24 +1,24 @@
 //! `tally demo`: the whole pipeline on a sample fleet, on this machine.
 //!
-//! It writes the seed's fleet (100 instances × 100 counters by default) into
-//! a directory laid out like the bucket and runs compressed "minutes" of
+//! It writes a sample fleet (100 instances × 100 counters by default) into a
+//! directory laid out like the bucket and runs compressed "minutes" of
 //! uploads through the embedded runtime, the same code as `tally run` and
 //! the Lambdas, with the rules in rules-config/. Each minute it shows what
 //! changed, the alerts sent, where the snapshot is and how long the minute
-//! took, and what the same minute costs on DynamoDB next to the seed's
-//! per-counter design (write units computed from the items by DynamoDB's
-//! billing rules).
+//! took, and what the same minute costs on DynamoDB next to the per-counter
+//! design tally replaces (one item per counter holding every instance's
+//! value, written on every upload). That design's write units come from the
+//! same model of its item as `tally cost`'s, so the two commands cannot
+//! disagree about it.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
-use tally_core::capacity;
 use tally_core::key::{Date, UploadKey};
 use tally_embedded::notifier::JsonLinesNotifier;
 
+use crate::cost::per_counter_model;
 use crate::runtime::{CycleReport, Runtime, RuntimeConfig};
 
 #[derive(Debug, clap::Args)]
@@ -103,31 +103,19 @@ impl Fleet {
         self.values.iter().flatten().count()
     }
 
-    /// Write units of one item of the seed's table: (Counter, Date) with a
-    /// map of every instance's value, billed whole on every write.
-    fn seed_item_units(&self) -> u64 {
-        #[derive(Serialize)]
-        struct SeedItem {
-            #[serde(rename = "Counter")]
-            counter: String,
-            #[serde(rename = "Date")]
-            date: String,
-            #[serde(rename = "InstanceValues")]
-            instance_values: BTreeMap<String, i64>,
-        }
-        let item = SeedItem {
-            counter: Self::counter_name(0),
-            date: self.date.to_string(),
-            instance_values: self
-                .values
-                .iter()
-                .enumerate()
-                .filter_map(|(i, v)| v.as_ref().map(|v| (format!("i-{i:05}"), v[0])))
-                .collect(),
-        };
-        serde_dynamo::to_item::<_, serde_dynamo::Item>(item)
-            .map(|item| capacity::write_units(capacity::item_size(&item)))
-            .unwrap_or(0)
+    /// Write units one upload costs in the per-counter design: every
+    /// counter's item rewritten whole, each holding every live instance's
+    /// value (sized with COUNTER1's, the largest).
+    fn per_counter_upload_units(&self) -> u64 {
+        let date = self.date.as_str();
+        let values = self
+            .values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.as_ref().map(|v| (format!("i-{i:05}"), v[0])));
+        let values_bytes = per_counter_model::values_bytes(&Self::counter_name(0), date, values);
+        let names: Vec<String> = (0..self.counters).map(Self::counter_name).collect();
+        per_counter_model::upload_write_units(names.iter().map(String::as_str), date, values_bytes)
     }
 }
 
@@ -183,6 +171,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         "rules: rules-config/ as built in ({} rules); counter1-max fires when COUNTER1 passes 150000 for the day",
         tally_rules::bundled::rules().rules().len()
     );
+    println!(
+        "write units are shown next to the per-counter design tally replaces: one DynamoDB item per counter holding every instance's value, written on every upload"
+    );
     println!();
 
     let mut show = Show {
@@ -203,7 +194,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     fleet.upload_all()?;
     show.minute(
         2,
-        "every instance uploads again, nothing changed (the seed's design pays in full for this)",
+        "every instance uploads again, nothing changed (the per-counter design pays in full for this)",
         &fleet,
     )
     .await?;
@@ -239,8 +230,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     .await?;
 
     let snapshot = root.join("totals").join(date.as_str());
-    println!("the snapshot for task B: {}", snapshot.display());
-    println!("              and JSON: {}.json", snapshot.display());
+    println!("the snapshot for downstream jobs: {}", snapshot.display());
+    println!(
+        "                       and JSON: {}.json",
+        snapshot.display()
+    );
     let text = std::fs::read_to_string(&snapshot)
         .with_context(|| format!("reading {}", snapshot.display()))?;
     for line in text.lines().take(3) {
@@ -303,16 +297,19 @@ fn print_report(report: &CycleReport, fleet: &Fleet) {
         println!("    (the instance keeps its last accepted upload)");
     }
     let state_units = ingest.capacity.write_units;
-    let seed_units = if report.created == 0 {
+    let per_counter_units = if report.created == 0 {
         0
     } else {
-        // The seed wrote one item per counter per upload, each holding
-        // every instance's value.
-        report.created as u64 * u64::from(fleet.counters) * fleet.seed_item_units()
+        report.created as u64 * fleet.per_counter_upload_units()
     };
     println!(
-        "  {} uploads, {} deletions: {} state writes ({} write units; the seed's design: {} write units), {} unchanged",
-        report.created, report.removed, ingest.written, state_units, seed_units, ingest.unchanged
+        "  {} uploads, {} deletions: {} state writes ({} write units; the per-counter design: {} write units), {} unchanged",
+        report.created,
+        report.removed,
+        ingest.written,
+        state_units,
+        per_counter_units,
+        ingest.unchanged
     );
     println!(
         "  aggregate: {} totals changed ({} write units); {} live instances",

@@ -25,8 +25,9 @@ fn the_demo_runs_the_pipeline_fires_and_resolves_an_alert_and_shows_the_snapshot
     };
     // One conditional write per changed upload; none for an identical one.
     assert!(
-        minute(1)
-            .contains("100 state writes (200 write units; the seed's design: 20000 write units)"),
+        minute(1).contains(
+            "100 state writes (200 write units; the per-counter design: 20000 write units)"
+        ),
         "{stdout}"
     );
     assert!(minute(1).contains("COUNTER1 = 100000"), "{stdout}");
@@ -46,12 +47,12 @@ fn the_demo_runs_the_pipeline_fires_and_resolves_an_alert_and_shows_the_snapshot
         "{stdout}"
     );
     assert!(minute(5).contains("is not an integer"), "{stdout}");
-    // The snapshot is where it says, in task B's format.
+    // The snapshot is where it says, in the format downstream jobs read.
     let line = stdout
         .lines()
-        .find(|l| l.starts_with("the snapshot for task B: "))
+        .find(|l| l.starts_with("the snapshot for downstream jobs: "))
         .unwrap_or_else(|| panic!("{stdout}"));
-    let path = line.trim_start_matches("the snapshot for task B: ");
+    let path = line.trim_start_matches("the snapshot for downstream jobs: ");
     let snapshot = std::fs::read_to_string(path).unwrap();
     assert!(snapshot.starts_with("COUNTER1 136000\n"), "{snapshot}");
     assert_eq!(snapshot.lines().count(), 100);
