@@ -17,7 +17,7 @@ use tally_core::aggregate::{Basis, Exact, PartialItem, TotalItem};
 use tally_core::key::Date;
 use tally_core::ports::{AlertStore, Notifier, ObjectWriter, PutOutcome, StoreError, TotalsStore};
 use tally_core::rules::RuleSet;
-use tally_core::rules::alert::{AlertState, Notification};
+use tally_core::rules::alert::{AlertRecord, AlertState, Notification};
 use tally_embedded::database::{Database, SqliteAlertStore, SqliteTotalsStore};
 use tally_rules::stage::{RulesReport, RulesStage, StageConfig};
 
@@ -90,6 +90,145 @@ impl Notifier for Topic {
     }
 }
 
+/// A kind of conditional write on the alert-state table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// A decided record, guarded by the day's mark.
+    Decision,
+    /// An outbox's claim or lease renewal (the record keeps its outbox).
+    OutboxLease,
+}
+
+/// An alert store whose next `times` writes of one kind land but lose their
+/// response: the SDK retries them, and the retry reports what it found (its
+/// own condition failing over the first attempt's write).
+#[derive(Clone)]
+struct LosesResponses<A> {
+    inner: A,
+    kind: Write,
+    times: Arc<AtomicUsize>,
+}
+
+impl<A> LosesResponses<A> {
+    fn new(inner: A, kind: Write, times: usize) -> LosesResponses<A> {
+        LosesResponses {
+            inner,
+            kind,
+            times: Arc::new(AtomicUsize::new(times)),
+        }
+    }
+}
+
+impl<A: AlertStore> AlertStore for LosesResponses<A> {
+    async fn alerts(&self, date: &Date) -> Result<Vec<AlertRecord>, StoreError> {
+        self.inner.alerts(date).await
+    }
+
+    async fn mark(&self, date: &Date) -> Result<u64, StoreError> {
+        self.inner.mark(date).await
+    }
+
+    async fn claim(&self, date: &Date, generation: u64) -> Result<PutOutcome, StoreError> {
+        self.inner.claim(date, generation).await
+    }
+
+    async fn put_alert(
+        &self,
+        record: &AlertRecord,
+        read_version: u64,
+        mark: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        let kind = match (mark, &record.outbox) {
+            (Some(_), _) => Some(Write::Decision),
+            (None, Some(_)) => Some(Write::OutboxLease),
+            (None, None) => None,
+        };
+        let first = self.inner.put_alert(record, read_version, mark).await?;
+        if first == PutOutcome::Written
+            && kind == Some(self.kind)
+            && self
+                .times
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return self.inner.put_alert(record, read_version, mark).await;
+        }
+        Ok(first)
+    }
+}
+
+/// The holder a concurrent evaluation names on the leases it takes.
+const CONCURRENT: &str = "a concurrent evaluation";
+
+/// An alert store on which a concurrent evaluation of the same totals, at
+/// the same instant, decides the same record and writes it just before this
+/// one does. It then goes on as the stage does, a step each time this one
+/// reads the day's records: it renews the outbox's lease (to
+/// `renewed_until`, as this one would), then publishes and clears it.
+#[derive(Clone)]
+struct Overtaken<A> {
+    inner: A,
+    topic: Topic,
+    renewed_until: DateTime<Utc>,
+    /// 0: not yet overtaken; then the concurrent evaluation's steps done.
+    steps: Arc<AtomicUsize>,
+}
+
+impl<A: AlertStore> AlertStore for Overtaken<A> {
+    async fn alerts(&self, date: &Date) -> Result<Vec<AlertRecord>, StoreError> {
+        let stored = self.inner.alerts(date).await?;
+        let step = self.steps.load(Ordering::SeqCst);
+        let theirs = stored
+            .iter()
+            .find(|r| r.claimed_by.as_deref() == Some(CONCURRENT) && r.outbox.is_some());
+        if let Some(theirs) = theirs {
+            let mut next = theirs.clone();
+            next.version += 1;
+            match step {
+                1 => next.claimed_until = Some(self.renewed_until),
+                _ => {
+                    if let Some(message) = &theirs.outbox {
+                        self.topic.publish(message).await?;
+                    }
+                    next.outbox = None;
+                    next.claimed_until = None;
+                    next.claimed_by = None;
+                }
+            }
+            self.inner.put_alert(&next, theirs.version, None).await?;
+            self.steps.store(step + 1, Ordering::SeqCst);
+        }
+        Ok(stored)
+    }
+
+    async fn mark(&self, date: &Date) -> Result<u64, StoreError> {
+        self.inner.mark(date).await
+    }
+
+    async fn claim(&self, date: &Date, generation: u64) -> Result<PutOutcome, StoreError> {
+        self.inner.claim(date, generation).await
+    }
+
+    async fn put_alert(
+        &self,
+        record: &AlertRecord,
+        read_version: u64,
+        mark: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        if mark.is_some()
+            && self
+                .steps
+                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            let mut theirs = record.clone();
+            theirs.claimed_by = Some(CONCURRENT.to_owned());
+            self.inner.put_alert(&theirs, read_version, mark).await?;
+        }
+        self.inner.put_alert(record, read_version, mark).await
+    }
+}
+
 /// One day's tables, written as the aggregate stage writes them, and the
 /// rules stage's sinks and clock.
 struct Day {
@@ -120,6 +259,10 @@ impl Day {
             )),
             delivered: 0,
         }
+    }
+
+    fn advance(&self, by: Duration) {
+        *self.now.lock().expect("clock") += chrono::Duration::from_std(by).expect("short");
     }
 
     fn stage<A: AlertStore>(
@@ -204,6 +347,17 @@ impl Day {
             .get(&format!("totals/{DATE}"))
             .map(|body| String::from_utf8_lossy(body).into_owned())
     }
+
+    async fn outboxes(&self) -> Vec<String> {
+        self.alerts()
+            .alerts(&date())
+            .await
+            .expect("alert records")
+            .into_iter()
+            .filter(|record| record.outbox.is_some())
+            .map(|record| record.alert)
+            .collect()
+    }
 }
 
 /// A totals stream record (keys and both images), as DynamoDB Streams
@@ -277,4 +431,106 @@ async fn a_basis_only_total_record_after_cancelling_partial_writes_rewrites_the_
         ],
         "an alert fired on a state the totals left must resolve"
     );
+}
+
+/// One instance reports ERRORS 7 (over the limit 6), as one totals record.
+async fn over_the_limit(day: &mut Day) -> Event {
+    let x = day.partial(7, 7, 1).await;
+    day.total(&[x], None).await;
+    day.new_records()
+}
+
+/// The lease (30 s) is shorter than a publish may take, so the outbox's
+/// lease is renewed before publishing; the renewal lands but its response is
+/// lost, and the SDK's retry fails its condition over the renewal itself.
+#[tokio::test]
+async fn a_lost_renewal_response_still_publishes_the_outbox() {
+    let mut day = Day::new();
+    let alerts = LosesResponses::new(day.alerts(), Write::OutboxLease, 1);
+    let stage = day.stage(alerts, Duration::from_secs(30));
+    let batch = over_the_limit(&mut day).await;
+    let (response, report) = stage.handle(&day.rules, &batch).await;
+    assert_succeeded(&response, &report);
+    assert_eq!(day.topic.sent(), [(AlertState::Firing, Some(7))]);
+    assert!(day.outboxes().await.is_empty());
+}
+
+/// The decided record's write (a transaction with the mark's check) lands
+/// and its response is lost; the retry fails its condition over it.
+#[tokio::test]
+async fn a_lost_decision_response_publishes_without_waiting_out_its_own_lease() {
+    let mut day = Day::new();
+    let alerts = LosesResponses::new(day.alerts(), Write::Decision, 1);
+    let stage = day.stage(alerts, Duration::from_secs(1));
+    let batch = over_the_limit(&mut day).await;
+    let (response, report) = stage.handle(&day.rules, &batch).await;
+    assert_succeeded(&response, &report);
+    assert_eq!(day.topic.sent(), [(AlertState::Firing, Some(7))]);
+    assert!(day.outboxes().await.is_empty());
+}
+
+/// An invocation decides a message and dies before publishing it (the
+/// publish fails); after its lease the redelivered batch claims the outbox,
+/// and that claim's response is lost.
+#[tokio::test]
+async fn a_lost_outbox_claim_response_publishes_without_waiting_out_its_own_lease() {
+    let mut day = Day::new();
+    let batch = over_the_limit(&mut day).await;
+    day.topic.failing.store(1, Ordering::SeqCst);
+    let dying = day.stage(day.alerts(), Duration::from_secs(1));
+    let (response, _) = dying.handle(&day.rules, &batch).await;
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert_eq!(day.outboxes().await, ["errors-max#ERRORS"]);
+
+    day.advance(Duration::from_secs(2));
+    let alerts = LosesResponses::new(day.alerts(), Write::OutboxLease, 1);
+    let redelivery = day.stage(alerts, Duration::from_secs(1));
+    let (response, report) = redelivery.handle(&day.rules, &batch).await;
+    assert_succeeded(&response, &report);
+    assert_eq!(day.topic.sent(), [(AlertState::Firing, Some(7))]);
+    assert!(day.outboxes().await.is_empty());
+}
+
+/// A message decided while its date was recent is not published (SNS is
+/// down) until the date has left the alert window (two days): the next
+/// evaluation of the date (the redelivered batch, a late upload, a
+/// backfill) must still send it.
+#[tokio::test]
+async fn an_outbox_of_a_date_past_the_alert_window_is_still_delivered() {
+    let mut day = Day::new();
+    let batch = over_the_limit(&mut day).await;
+    day.topic.failing.store(1, Ordering::SeqCst);
+    let stage = day.stage(day.alerts(), Duration::from_secs(60));
+    let (response, _) = stage.handle(&day.rules, &batch).await;
+    assert_eq!(response.batch_item_failures.len(), 1);
+
+    day.advance(Duration::from_secs(3 * 86_400));
+    let (response, report) = stage.handle(&day.rules, &batch).await;
+    assert_succeeded(&response, &report);
+    assert_eq!(report.dates_not_alerted, 1, "{report:?}");
+    assert_eq!(day.topic.sent(), [(AlertState::Firing, Some(7))]);
+    assert!(day.outboxes().await.is_empty());
+}
+
+/// Two evaluations of the same totals decide the same record at the same
+/// instant (one clock); the other's write lands first and ours fails. Read
+/// back, the record is ours in every field but the lease's holder: only the
+/// holder publishes.
+#[tokio::test]
+async fn two_evaluations_deciding_the_same_record_at_the_same_instant_send_it_once() {
+    let mut day = Day::new();
+    let batch = over_the_limit(&mut day).await;
+    let lease = Duration::from_secs(30);
+    let alerts = Overtaken {
+        inner: day.alerts(),
+        topic: day.topic.clone(),
+        renewed_until: *day.now.lock().expect("clock")
+            + chrono::Duration::from_std(lease).expect("short"),
+        steps: Arc::default(),
+    };
+    let stage = day.stage(alerts, lease);
+    let (response, report) = stage.handle(&day.rules, &batch).await;
+    assert_succeeded(&response, &report);
+    assert_eq!(day.topic.sent(), [(AlertState::Firing, Some(7))]);
+    assert!(day.outboxes().await.is_empty());
 }
