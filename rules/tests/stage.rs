@@ -157,6 +157,34 @@ impl<A: AlertStore> AlertStore for LosesResponses<A> {
     }
 }
 
+/// An alert store on which every claim of a day's mark loses to a newer
+/// evaluation (one that never finishes).
+#[derive(Clone)]
+struct ClaimsAlwaysLose<A>(A);
+
+impl<A: AlertStore> AlertStore for ClaimsAlwaysLose<A> {
+    async fn alerts(&self, date: &Date) -> Result<Vec<AlertRecord>, StoreError> {
+        self.0.alerts(date).await
+    }
+
+    async fn mark(&self, _date: &Date) -> Result<u64, StoreError> {
+        Ok(u64::MAX)
+    }
+
+    async fn claim(&self, _date: &Date, _generation: u64) -> Result<PutOutcome, StoreError> {
+        Ok(PutOutcome::PreconditionFailed)
+    }
+
+    async fn put_alert(
+        &self,
+        record: &AlertRecord,
+        read_version: u64,
+        mark: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        self.0.put_alert(record, read_version, mark).await
+    }
+}
+
 /// The holder a concurrent evaluation names on the leases it takes.
 const CONCURRENT: &str = "a concurrent evaluation";
 
@@ -510,6 +538,32 @@ async fn an_outbox_of_a_date_past_the_alert_window_is_still_delivered() {
     assert_eq!(report.dates_not_alerted, 1, "{report:?}");
     assert_eq!(day.topic.sent(), [(AlertState::Firing, Some(7))]);
     assert!(day.outboxes().await.is_empty());
+}
+
+/// Every claim of the date's mark loses (newer evaluations keep
+/// overtaking): past the conflict limit the date's evaluation is not
+/// dropped but its batch fails from the date's first record, so Lambda
+/// delivers it again.
+#[tokio::test]
+async fn a_date_that_keeps_losing_its_claim_fails_its_batch_from_its_first_record() {
+    let mut day = Day::new();
+    let first = day.partial(7, 7, 1).await;
+    let stored = day.total(&[first], None).await;
+    let second = day.partial(7, 8, 2).await;
+    day.total(&[second], Some(&stored)).await;
+    let batch = day.new_records();
+    assert_eq!(batch.records.len(), 2);
+    let stage = day.stage(ClaimsAlwaysLose(day.alerts()), Duration::from_secs(60));
+    let (response, report) = stage.handle(&day.rules, &batch).await;
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(failed, [batch.records[0].change.sequence_number.clone()]);
+    assert_eq!(report.failed, 1);
+    assert!(day.snapshot().is_none());
+    assert!(day.topic.sent().is_empty());
 }
 
 /// Two evaluations of the same totals decide the same record at the same
