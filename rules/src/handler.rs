@@ -8,9 +8,9 @@
 //! record that does not decode is logged and reported as failed; the others
 //! are still evaluated (evaluation is idempotent, so what Lambda redelivers
 //! after the failed record is evaluated again harmlessly). A date that
-//! fails, a store error or one that keeps losing to newer evaluations
-//! ([`crate::stage::StageError`]), reports its first record, so Lambda
-//! delivers it again and no evaluation is dropped.
+//! fails ([`crate::stage::StageError`]: a store error, or still losing to
+//! newer evaluations after the stage's limit) reports its first record, so
+//! Lambda delivers it again and no evaluation is dropped.
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
