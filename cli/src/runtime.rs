@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use indicatif::ProgressBar;
 use tally_aggregate::{AggregateReport, Aggregator};
-use tally_core::aggregate::{SequenceNumber, StateChange, TotalItem};
+use tally_core::aggregate::{SequenceNumber, StateChange};
 use tally_core::key::Date;
 use tally_core::ordering::OrderingKey;
 use tally_core::rules::RuleSet;
@@ -39,6 +39,7 @@ use tally_embedded::notifier::JsonLinesNotifier;
 use tally_embedded::sqlite::SqliteStateStore;
 use tally_ingest::event::{Change, Notice};
 use tally_ingest::{IngestConfig, IngestReport, Ingestor};
+use tally_rules::changes;
 use tally_rules::stage::{RulesReport, RulesStage, StageConfig};
 
 /// The bucket name events carry: one directory is one bucket.
@@ -305,18 +306,15 @@ impl Runtime {
                 return Ok(());
             };
             report.total_changes += rows.len();
-            let mut dates: BTreeMap<Date, BTreeSet<String>> = BTreeMap::new();
-            for row in &rows {
-                if TotalItem::differs_for_readers(row.old.as_ref(), Some(&row.new)) {
-                    dates
-                        .entry(row.new.date.clone())
-                        .or_default()
-                        .insert(row.new.counter.clone());
-                }
-            }
-            for (date, changed) in &dates {
+            // As Lambda hands the stream to the handler: every record,
+            // one that only moves a total's basis included.
+            let dates = changes::by_date(
+                rows.iter()
+                    .map(|row| (row.new.date.clone(), row.new.counter.clone(), row.sequence)),
+            );
+            for (date, changes) in &dates {
                 self.stage
-                    .process_date(&self.rules, date, changed, &mut report.rules)
+                    .process_date(&self.rules, date, &changes.counters, &mut report.rules)
                     .await
                     .with_context(|| format!("evaluating {date}"))?;
                 report.dates.insert(date.clone());

@@ -488,19 +488,6 @@ impl TotalItem {
         self.contributors <= 0
     }
 
-    /// Whether a reader (a rule, task B) sees any difference between two
-    /// versions of a total: its value, or whether anyone reports it. A new
-    /// basis alone is bookkeeping.
-    pub fn differs_for_readers(old: Option<&TotalItem>, new: Option<&TotalItem>) -> bool {
-        match (old, new) {
-            (Some(old), Some(new)) => {
-                (&old.value, old.contributors) != (&new.value, new.contributors)
-            }
-            (None, None) => false,
-            _ => true,
-        }
-    }
-
     /// The item as stored: serde_dynamo's mapping, with `Value` a number.
     pub fn to_item(&self) -> Result<serde_dynamo::Item, serde_dynamo::Error> {
         let mut item: serde_dynamo::Item = serde_dynamo::to_item(self)?;

@@ -3,24 +3,25 @@
 //!
 //! A record says only which (date, counter) changed; the values are read
 //! afresh per date by the stage, so a stale or repeated record can never
-//! make it decide on old totals. A `MODIFY` whose value and contributors
-//! are the same in both images (the aggregate stage recorded a newer basis)
-//! changes nothing an alert can see and is skipped. A record that does not decode is logged
-//! and reported as failed; the others are still evaluated (evaluation is
-//! idempotent, so what Lambda redelivers after the failed record is
-//! evaluated again harmlessly). A date that fails reports its first record.
-
-use std::collections::{BTreeMap, BTreeSet};
+//! make it decide on old totals. Every record is evaluated, one that only
+//! moves the total's basis included ([`crate::changes`] argues why). A
+//! record that does not decode is logged and reported as failed; the others
+//! are still evaluated (evaluation is idempotent, so what Lambda redelivers
+//! after the failed record is evaluated again harmlessly). A date that
+//! fails ([`crate::stage::StageError`]: a store error, or still losing to
+//! newer evaluations after the stage's limit) reports its first record, so
+//! Lambda delivers it again and no evaluation is dropped.
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use serde::Deserialize;
-use tally_core::aggregate::{SequenceNumber, TotalItem};
+use tally_core::aggregate::SequenceNumber;
 use tally_core::key::Date;
 use tally_core::ports::{AlertStore, Notifier, ObjectWriter, TotalsStore};
 use tally_core::rules::RuleSet;
 use tracing::error;
 
+use crate::changes;
 use crate::stage::{RulesReport, RulesStage, log_report};
 
 /// The totals table's key, which every stream record carries.
@@ -32,17 +33,6 @@ struct TotalKey {
     date: Date,
 }
 
-/// What a record of the totals stream says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decoded {
-    /// This counter's total on this date changed (or appeared, or went).
-    Changed(Date, String),
-    /// Only the total's bookkeeping changed (the aggregate stage rewrote
-    /// it with a newer basis and the same value): nothing to evaluate, and
-    /// no evaluation for `for:` to count.
-    Unchanged,
-}
-
 /// Why a record could not be read, naming it.
 #[derive(Debug, thiserror::Error)]
 #[error("stream record {event_id} (sequence number {sequence}): {reason}")]
@@ -52,8 +42,9 @@ pub struct RecordError {
     pub reason: String,
 }
 
-/// What a record of the totals stream is about.
-pub fn decode_record(record: &EventRecord) -> Result<Decoded, RecordError> {
+/// What a record of the totals stream is about: the date and counter whose
+/// total it wrote. The images are not read (the stage reads the day afresh).
+pub fn decode_record(record: &EventRecord) -> Result<(Date, String), RecordError> {
     let fail = |reason: String| RecordError {
         event_id: record.event_id.clone(),
         sequence: record.change.sequence_number.clone().unwrap_or_default(),
@@ -68,23 +59,7 @@ pub fn decode_record(record: &EventRecord) -> Result<Decoded, RecordError> {
             tally_core::state::attribute_types(&record.change.keys)
         ))
     })?;
-    let image = |item: &serde_dynamo::Item| {
-        (!item.is_empty())
-            .then(|| TotalItem::from_item(item.clone()).ok())
-            .flatten()
-    };
-    let (old, new) = (
-        image(&record.change.old_image),
-        image(&record.change.new_image),
-    );
-    if record.event_name == "MODIFY"
-        && old.is_some()
-        && new.is_some()
-        && !TotalItem::differs_for_readers(old.as_ref(), new.as_ref())
-    {
-        return Ok(Decoded::Unchanged);
-    }
-    Ok(Decoded::Changed(key.date, key.counter))
+    Ok((key.date, key.counter))
 }
 
 impl<T, A, N, W> RulesStage<T, A, N, W>
@@ -127,17 +102,10 @@ where
                 lowest_failed = Some((sequence, reported));
             }
         };
-        let mut dates: BTreeMap<Date, (BTreeSet<String>, &EventRecord)> = BTreeMap::new();
+        let mut decoded = Vec::with_capacity(event.records.len());
         for record in &event.records {
             match decode_record(record) {
-                Ok(Decoded::Unchanged) => {}
-                Ok(Decoded::Changed(date, counter)) => {
-                    dates
-                        .entry(date)
-                        .or_insert_with(|| (BTreeSet::new(), record))
-                        .0
-                        .insert(counter);
-                }
+                Ok((date, counter)) => decoded.push((date, counter, record)),
                 Err(e) => {
                     error!(error = %e, "undecodable stream record; the rest of the batch is still evaluated");
                     report.failed += 1;
@@ -145,12 +113,16 @@ where
                 }
             }
         }
+        let dates = changes::by_date(decoded);
         report.dates = dates.len() as u64;
-        for (date, (changed, first)) in &dates {
-            if let Err(e) = self.process_date(rules, date, changed, &mut report).await {
+        for (date, changes) in &dates {
+            if let Err(e) = self
+                .process_date(rules, date, &changes.counters, &mut report)
+                .await
+            {
                 error!(date = %date, error = %e, "date not evaluated; Lambda will redeliver its records");
                 report.failed += 1;
-                note_failure(first);
+                note_failure(changes.first);
             }
         }
         log_report(&report);
@@ -197,20 +169,17 @@ mod tests {
     }
 
     #[test]
-    fn a_new_basis_with_the_same_value_is_no_change() {
-        let date = Date::parse("2015-11-16").unwrap();
-        assert_eq!(
-            decode_record(&record("MODIFY", Some("5"), Some("5"))).unwrap(),
-            Decoded::Unchanged
-        );
-        assert_eq!(
-            decode_record(&record("MODIFY", Some("5"), Some("6"))).unwrap(),
-            Decoded::Changed(date.clone(), "a#b".into())
-        );
-        assert_eq!(
-            decode_record(&record("INSERT", None, Some("5"))).unwrap(),
-            Decoded::Changed(date, "a#b".into())
-        );
+    fn a_record_names_the_date_and_counter_whatever_its_images_say() {
+        let about = (Date::parse("2015-11-16").unwrap(), "a#b".to_owned());
+        // A new basis with the same value is evaluated like any change.
+        for (event, old, new) in [
+            ("MODIFY", Some("5"), Some("5")),
+            ("MODIFY", Some("5"), Some("6")),
+            ("INSERT", None, Some("5")),
+            ("REMOVE", Some("5"), None),
+        ] {
+            assert_eq!(decode_record(&record(event, old, new)).unwrap(), about);
+        }
     }
 
     #[test]

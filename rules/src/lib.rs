@@ -11,6 +11,8 @@
 //!
 //! - [`stage`]: one date's evaluation, the outbox, the snapshot;
 //! - [`handler`]: a DynamoDB stream batch in, `batchItemFailures` out;
+//! - [`changes`]: which dates and counters a batch of the totals stream
+//!   asks to evaluate (the handler's and the embedded runtime's rule);
 //! - [`source`]: which rules apply: bundled at build time, or from a bucket
 //!   prefix (cached by ETag) so ops can change them without a deploy;
 //! - [`settings`]: the environment the Lambda reads;
@@ -20,13 +22,14 @@
 //!   `tally` command's AWS tools build it.
 
 pub mod bundle;
+pub mod changes;
 pub mod handler;
 pub mod settings;
 pub mod source;
 pub mod stage;
 pub mod wiring;
 
-pub use handler::{Decoded, decode_record};
+pub use handler::decode_record;
 pub use source::RuleSource;
 pub use stage::{RulesReport, RulesStage, StageConfig};
 

@@ -26,21 +26,42 @@
 //!    redelivered batch sends nothing, and `for:` counts each batch that
 //!    changed the rule's totals once.
 //! 3. A transition's message is written into the record's *outbox* by the
-//!    same write, leased to this process; it is published only with at
-//!    least [`PUBLISH_BUDGET`] of the lease left (renewing it first if
-//!    needed), then the outbox is cleared. A process that dies in between
-//!    leaves the outbox; the next evaluation of that date (the redelivered
-//!    batch) waits out the lease, claims the outbox and publishes it. A
-//!    message is therefore never lost, and is sent twice only if a process
-//!    dies after SNS accepted it and before the outbox was cleared; each
-//!    message carries `alert` and `transition` so a subscriber can drop that
-//!    repeat.
+//!    same write, leased to this evaluation (`ClaimedUntil`, `ClaimedBy`);
+//!    it is published only with at least [`PUBLISH_BUDGET`] of the lease
+//!    left (renewing it first if needed), then the outbox is cleared. A
+//!    process that dies in between leaves the outbox; the next evaluation of
+//!    that date (the redelivered batch) waits out the lease, claims the
+//!    outbox and publishes it. A message is therefore never lost, and is
+//!    sent twice only if a process dies after SNS accepted it and before the
+//!    outbox was cleared; each message carries `alert` and `transition` so a
+//!    subscriber can drop that repeat.
+//!
+//! **A lost response is not a lost race.** A conditional write that lands
+//! but whose response is lost is retried by the SDK, and the retry fails its
+//! own condition over the first attempt. Taken at its word, a decision or an
+//! outbox claim would then read again and find its own outbox leased, wait
+//! the lease out and fail the batch; a renewal would leave the message to a
+//! process that does not exist, and the batch would be acknowledged with
+//! the message unsent. So every conditional write here goes through
+//! [`put_confirmed`]: a failed condition over exactly what was written (the
+//! mark at this generation; the whole record, lease holder included) is
+//! this evaluation's own write. The holder is what tells two evaluations of
+//! the same totals apart when they decide the same record at the same
+//! instant: only one of them publishes.
+//!
+//! **No evaluation is dropped.** A date still losing to newer evaluations
+//! after [`StageConfig::max_conflicts`] reads, or whose outbox is held past
+//! its lease, fails with a [`StageError`]; the handler then fails the batch
+//! from the date's first record, and Lambda delivers it again.
 //!
 //! Only recent dates are alerted on ([`StageConfig::alert_days`]); older
-//! ones, from a backfill or a repair, get their snapshot only.
+//! ones, from a backfill or a repair, get their snapshot, and any outbox
+//! left from when they were recent is still delivered: a message decided is
+//! owed whatever the date's age.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -48,7 +69,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tally_core::capacity;
 use tally_core::key::Date;
-use tally_core::ports::{AlertStore, Notifier, ObjectWriter, PutOutcome, StoreError, TotalsStore};
+use tally_core::ports::{
+    AlertStore, Notifier, ObjectWriter, PutOutcome, StoreError, TotalsStore, put_confirmed,
+};
 use tally_core::rules::RuleSet;
 use tally_core::rules::alert::{AlertRecord, decide};
 use tally_core::snapshot::{self, DayTotals};
@@ -67,7 +90,8 @@ pub struct StageConfig {
     /// long for it, so the function's timeout must be about twice this.
     pub lease: Duration,
     /// Dates alerted on: today and the days before it, this many in all,
-    /// by the stage's clock (UTC). Older dates get their snapshot only.
+    /// by the stage's clock (UTC). Older dates get their snapshot, and
+    /// messages already decided for them are still delivered.
     pub alert_days: u32,
     /// How many times a date is re-read after losing a race to a newer
     /// evaluation before the batch is failed (and redelivered).
@@ -140,6 +164,9 @@ pub struct RulesStage<T, A, N, W> {
     objects: W,
     config: StageConfig,
     clock: Clock,
+    /// Names this stage's leases: see [`RulesStage::lease_holder`].
+    id: u64,
+    evaluations: AtomicU64,
 }
 
 /// What delivering a day's outboxes found.
@@ -169,6 +196,8 @@ where
             objects,
             config,
             clock: Arc::new(Utc::now),
+            id: stage_id(),
+            evaluations: AtomicU64::new(0),
         }
     }
 
@@ -182,8 +211,9 @@ where
         &self.config
     }
 
-    /// Writes one date's snapshot and, when the date is within the alerting
-    /// window, evaluates it for a batch whose changed counters are `changed`.
+    /// Writes one date's snapshot, delivers the messages its outboxes hold
+    /// and, when the date is within the alerting window, decides its alerts
+    /// for a batch whose changed counters are `changed`.
     pub async fn process_date(
         &self,
         rules: &RuleSet,
@@ -192,6 +222,7 @@ where
         report: &mut RulesReport,
     ) -> Result<(), StageError> {
         let started = Instant::now();
+        let holder = self.lease_holder();
         let mut conflicts = 0u32;
         'totals: loop {
             let partials = self.totals.partials_isolated(date).await?;
@@ -203,7 +234,7 @@ where
             let day = DayTotals::from_partials(date, &partials);
             let generation = day.generation;
             report.write_units += MARK_UNITS;
-            if self.alerts.claim(date, generation).await? == PutOutcome::PreconditionFailed {
+            if self.claim(date, generation, report).await? == PutOutcome::PreconditionFailed {
                 self.lost(date, &mut conflicts, report).await?;
                 continue 'totals;
             }
@@ -217,10 +248,7 @@ where
                 self.lost(date, &mut conflicts, report).await?;
                 continue 'totals;
             }
-            if !self.alerting(date) {
-                report.dates_not_alerted += 1;
-                return Ok(());
-            }
+            let alerting = self.alerting(date);
 
             let mut wait = Duration::from_millis(50);
             loop {
@@ -235,7 +263,7 @@ where
                 report.read_units += capacity::consistent_read_units(Some(
                     records.values().map(AlertRecord::item_size).sum::<usize>(),
                 ));
-                match self.deliver_outboxes(&records, report).await? {
+                match self.deliver_outboxes(&records, &holder, report).await? {
                     Outboxes::Clear => {}
                     Outboxes::Delivered => continue,
                     Outboxes::Conflict => {
@@ -256,6 +284,12 @@ where
                         continue;
                     }
                 }
+                // Only now: a message decided while the date was recent is
+                // owed whatever the date's age, and was just delivered.
+                if !alerting {
+                    report.dates_not_alerted += 1;
+                    return Ok(());
+                }
 
                 let now = (self.clock)();
                 let decisions =
@@ -269,14 +303,14 @@ where
                     let read_version = record.version - 1;
                     if record.outbox.is_some() {
                         record.claimed_until = Some((self.clock)() + lease_of(self.config.lease));
+                        record.claimed_by = Some(holder.clone());
                     }
                     // A transaction: the record's write and the mark's
                     // check, each at twice the units of a plain write.
                     report.write_units +=
                         2 * (capacity::write_units(record.item_size()) + MARK_UNITS);
                     match self
-                        .alerts
-                        .put_alert(&record, read_version, Some(generation))
+                        .put_alert(&record, read_version, Some(generation), report)
                         .await?
                     {
                         PutOutcome::Written => {
@@ -297,11 +331,23 @@ where
         }
     }
 
-    /// Whether alerts are evaluated for `date`: the last
+    /// A token naming one evaluation, written with every outbox lease it
+    /// takes. Records are compared whole to tell a write whose response was
+    /// lost from another's; two evaluations of the same totals can decide
+    /// the same record to the nanosecond (the same clock, in tests), and
+    /// only the holder tells them apart, so that both do not publish.
+    fn lease_holder(&self) -> String {
+        let evaluation = self.evaluations.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}-{evaluation}", self.id)
+    }
+
+    /// Whether alerts are decided for `date`: the last
     /// [`StageConfig::alert_days`] days by the stage's clock. Older dates
-    /// (a backfill, a reconcile of last month) get their snapshot only:
+    /// (a backfill, a reconcile of last month) get no new decisions:
     /// on-call are not paged for history, and alert records of such dates
-    /// would already be past their time to live.
+    /// would already be past their time to live. A message decided while
+    /// the date was recent (its publish failed across the window's edge) is
+    /// still delivered.
     fn alerting(&self, date: &Date) -> bool {
         let Ok(day) = chrono::NaiveDate::parse_from_str(date.as_str(), "%Y-%m-%d") else {
             return false;
@@ -340,6 +386,7 @@ where
     async fn deliver_outboxes(
         &self,
         records: &BTreeMap<String, AlertRecord>,
+        holder: &str,
         report: &mut RulesReport,
     ) -> Result<Outboxes, StageError> {
         let now = (self.clock)();
@@ -350,11 +397,11 @@ where
             }
             let mut claimed = record.clone();
             claimed.claimed_until = Some(now + lease_of(self.config.lease));
+            claimed.claimed_by = Some(holder.to_owned());
             claimed.version += 1;
             report.write_units += capacity::write_units(claimed.item_size());
             match self
-                .alerts
-                .put_alert(&claimed, record.version, None)
+                .put_alert(&claimed, record.version, None, report)
                 .await?
             {
                 PutOutcome::Written => {
@@ -392,7 +439,7 @@ where
             record.claimed_until = Some((self.clock)() + lease_of(self.config.lease));
             record.version += 1;
             report.write_units += capacity::write_units(record.item_size());
-            if self.alerts.put_alert(&record, read_version, None).await?
+            if self.put_alert(&record, read_version, None, report).await?
                 == PutOutcome::PreconditionFailed
             {
                 warn!(alert = %notification.alert, transition = notification.transition, "the outbox's lease ran out and another invocation took it over; it publishes the message");
@@ -404,13 +451,14 @@ where
         report.messages_sent += 1;
         info!(alert = %notification.alert, transition = notification.transition, state = notification.state.as_str(), severity = %notification.severity, subject = %notification.subject(), "alert sent");
         record.claimed_until = None;
+        record.claimed_by = None;
         let read_version = record.version;
         record.version += 1;
         // Billed on the larger of the old item (with its outbox) and the new.
         report.write_units += capacity::write_units(record.item_size().max(
             serde_json::to_string(&notification).map_or(0, |json| json.len()) + record.item_size(),
         ));
-        if self.alerts.put_alert(&record, read_version, None).await?
+        if self.put_alert(&record, read_version, None, report).await?
             == PutOutcome::PreconditionFailed
         {
             // Someone took the outbox over after our lease ran out: they
@@ -419,6 +467,51 @@ where
             warn!(alert = %notification.alert, transition = notification.transition, "the message was published after its lease ran out; another invocation may publish it again");
         }
         Ok(())
+    }
+
+    /// Raises the day's mark to `generation`. A claim whose response was
+    /// lost is retried by the SDK; the retry of a landed claim is refused
+    /// only if a newer evaluation raised the mark in between (an equal
+    /// generation is accepted), so the claim is this evaluation's exactly
+    /// when the mark still holds its generation.
+    async fn claim(
+        &self,
+        date: &Date,
+        generation: u64,
+        report: &mut RulesReport,
+    ) -> Result<PutOutcome, StoreError> {
+        put_confirmed(&generation, self.alerts.claim(date, generation), || async {
+            report.read_units += MARK_UNITS;
+            Ok(Some(self.alerts.mark(date).await?))
+        })
+        .await
+    }
+
+    /// Writes an alert record if the stored one is at `read_version` (and,
+    /// given `mark`, the day's mark is still that). A failed condition over
+    /// the very record written is this write's own, landed with its
+    /// response lost: what it owes next (publishing the outbox it wrote or
+    /// claimed, clearing it) is still owed by this process, and no other
+    /// process will do it before the lease runs out.
+    async fn put_alert(
+        &self,
+        record: &AlertRecord,
+        read_version: u64,
+        mark: Option<u64>,
+        report: &mut RulesReport,
+    ) -> Result<PutOutcome, StoreError> {
+        put_confirmed(
+            record,
+            self.alerts.put_alert(record, read_version, mark),
+            || async {
+                let stored = self.alerts.alerts(&record.date).await?;
+                report.read_units += capacity::consistent_read_units(Some(
+                    stored.iter().map(AlertRecord::item_size).sum::<usize>(),
+                ));
+                Ok(stored.into_iter().find(|r| r.alert == record.alert))
+            },
+        )
+        .await
     }
 
     async fn write_snapshot(&self, day: &DayTotals, now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -451,6 +544,19 @@ const PUBLISH_BUDGET: Duration = Duration::from_secs(45);
 
 /// The day's mark is a few dozen bytes: one unit to read or write.
 const MARK_UNITS: u64 = 1;
+
+/// A number no other stage is likely to draw: std's per-process random
+/// hash keys (distinct for every `RandomState` made) mixed with the time.
+fn stage_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}
 
 fn lease_of(lease: Duration) -> chrono::Duration {
     chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30))

@@ -226,6 +226,11 @@ pub struct AlertRecord {
         skip_serializing_if = "Option::is_none"
     )]
     pub claimed_until: Option<DateTime<Utc>>,
+    /// Which evaluation holds that lease: a token of its own, so that a
+    /// write whose response was lost, read back, is told from an identical
+    /// write by a concurrent evaluation of the same totals.
+    #[serde(rename = "ClaimedBy", default, skip_serializing_if = "Option::is_none")]
+    pub claimed_by: Option<String>,
     /// When the store may forget the record (time to live, epoch seconds).
     #[serde(rename = "Expires")]
     pub expires: i64,
@@ -305,6 +310,7 @@ pub fn step(
         version: 0,
         outbox: None,
         claimed_until: None,
+        claimed_by: None,
         expires: expiry(date),
     });
     next.generation = generation;
