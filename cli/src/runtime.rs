@@ -6,7 +6,8 @@
 //! provides on AWS is here:
 //!
 //! - **S3 notifications** are a scan of `DIR/<prefix>/`: a file new or
-//!   changed since the last scan (modification time or size) is an
+//!   changed since the last scan (modification time, size, and on Unix
+//!   inode and status-change time: see [`FileStamp`]) is an
 //!   `ObjectCreated`, one gone is an `ObjectRemoved`. Each event gets a
 //!   sequencer from a counter kept in the database, so an event seen after
 //!   a restart orders after every event seen before it, as S3's do. On the
@@ -226,13 +227,7 @@ impl Runtime {
                 match previous.get(key) {
                     Some(stamp) => known.insert(key.clone(), *stamp),
                     None if known.contains_key(key) => known.remove(key),
-                    None => known.insert(
-                        key.clone(),
-                        FileStamp {
-                            modified: None,
-                            len: u64::MAX,
-                        },
-                    ),
+                    None => known.insert(key.clone(), FileStamp::NO_FILE),
                 };
             }
         }
@@ -335,4 +330,51 @@ fn add_aggregate(total: &mut AggregateReport, batch: &AggregateReport) {
     total.write_units += batch.write_units;
     total.read_units += batch.read_units;
     total.failed += batch.failed;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(root: &Path) -> Runtime {
+        Runtime::open(RuntimeConfig {
+            root: root.to_path_buf(),
+            database: root.join(".tally").join("tally.sqlite"),
+            prefix: "counters".to_owned(),
+            snapshot_prefix: "totals".to_owned(),
+            rules: tally_rules::bundled::rules(),
+            notifier: JsonLinesNotifier::silent(),
+            alert_days: 2,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn two_same_size_renames_within_one_mtime_tick_are_two_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("counters").join("2015-11-16");
+        std::fs::create_dir_all(&folder).unwrap();
+        let date = Date::parse("2015-11-16").unwrap();
+        let mut runtime = open(dir.path());
+        let path = folder.join("web-1");
+        std::fs::write(&path, "a 1\n").unwrap();
+        runtime.cycle(None).await.unwrap();
+        assert_eq!(runtime.totals(&date).unwrap()["a"], 1);
+
+        // A second upload of the same size renamed into place within the
+        // same tick of the file system's clock as the first.
+        let aside = folder.join(".web-1.partial");
+        std::fs::write(&aside, "a 2\n").unwrap();
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&aside)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+        std::fs::rename(&aside, &path).unwrap();
+        let report = runtime.cycle(None).await.unwrap();
+        assert_eq!(report.created, 1, "{report:?}");
+        assert_eq!(runtime.totals(&date).unwrap()["a"], 2);
+    }
 }
