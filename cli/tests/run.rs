@@ -216,3 +216,39 @@ fn tally_run_explains_a_missing_directory() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_second_tally_run_on_a_database_in_use_exits_1_at_once_naming_the_lock() {
+    let bucket = Bucket::new();
+    bucket.upload("i-1", "COUNTER1 1\n");
+    let mut first = bucket.watch();
+    eventually("the first process to take the database", || {
+        bucket.snapshot().is_some()
+    });
+
+    let started = Instant::now();
+    let second = bucket.command().arg("--once").output().unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(1), "took {took:?}: {stderr}");
+    let lock = bucket.root.join(".tally").join("tally.sqlite.lock");
+    assert!(
+        stderr.contains(&lock.display().to_string()),
+        "the message names the lock file: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("process {}", first.id())),
+        "the message names the holder: {stderr}"
+    );
+
+    interrupt(&mut first);
+    let output = first.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Once the holder has stopped, the database is free again.
+    bucket.once();
+}

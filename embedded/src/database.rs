@@ -10,9 +10,27 @@
 //! logs are appended in the write's own transaction: the embedded
 //! counterpart of a NEW_AND_OLD_IMAGES stream. A write whose condition fails
 //! appends nothing.
+//!
+//! **One process per database.** The stages' checkpoints, the sequencer and
+//! the outboxes' short lease assume one process runs them (two `tally run`
+//! on one file would each fold the same changes from their own reading of
+//! the checkpoint). So [`Database::open`] takes an exclusive OS lock (`flock`
+//! on Unix, `LockFileEx` on Windows) on a file beside the database,
+//! `<database>.lock`, writes its process id into it, and holds it for as long
+//! as the database is open; a second open fails at once, naming the lock
+//! file and the holder. The operating system releases the lock when the
+//! holder's process ends, however it ends (`kill -9` included), so a crash
+//! never leaves a stale lock; the file itself stays, and its content only
+//! names the last holder. Not the database file itself: SQLite holds POSIX
+//! locks on it, which the process loses when any descriptor on the file is
+//! closed, so SQLite asks that nothing else open it. Not SQLite's exclusive
+//! locking mode either: it is taken at the first write, a second process
+//! finds out only after its busy timeout, and nothing can say who holds it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -101,6 +119,69 @@ fn at_version(stored: Option<u64>, read_version: u64) -> bool {
 pub struct Database {
     connection: Arc<Mutex<Connection>>,
     path: String,
+    lock: Option<Arc<DatabaseLock>>,
+}
+
+/// The exclusive lock on a database (see the module doc), held while the
+/// file is open: released when the last handle on the database is dropped
+/// or the process ends.
+#[derive(Debug)]
+pub(crate) struct DatabaseLock {
+    _file: File,
+}
+
+impl DatabaseLock {
+    /// The lock file of the database at `path`.
+    pub fn path_of(database: &Path) -> PathBuf {
+        let mut name = database.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// Takes the lock, or says who holds it.
+    fn take(database: &Path) -> Result<DatabaseLock, StoreError> {
+        let lock_path = Self::path_of(database);
+        let lock = lock_path.display();
+        let opening = || format!("opening database {}", database.display());
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| {
+                StoreError::new(opening(), format!("creating its lock file {lock}: {e}"))
+            })?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let holder = match file.read_to_string(&mut holder) {
+                    Ok(_) => holder.trim().parse::<u32>().ok(),
+                    Err(_) => None,
+                };
+                let holder = holder.map_or_else(
+                    || "another process".to_owned(),
+                    |pid| format!("process {pid}"),
+                );
+                return Err(StoreError::new(
+                    opening(),
+                    format!(
+                        "it is in use by {holder}, which holds the lock {lock}; one process at a time can run on a database: stop that one (Ctrl-C), or give this one another database (tally run --state)"
+                    ),
+                ));
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(StoreError::new(opening(), format!("locking {lock}: {e}")));
+            }
+        }
+        // Only for the message a second process shows.
+        file.set_len(0)
+            .and_then(|()| file.write_all(std::process::id().to_string().as_bytes()))
+            .and_then(|()| file.flush())
+            .map_err(|e| StoreError::new(opening(), format!("writing {lock}: {e}")))?;
+        Ok(DatabaseLock { _file: file })
+    }
 }
 
 /// One row of the totals' change log.
@@ -112,10 +193,17 @@ pub struct TotalChange {
 }
 
 impl Database {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`, taking its lock
+    /// (see the module doc); an in-memory database (`:memory:`) has none.
     pub fn open(path: impl AsRef<Path>) -> Result<Database, StoreError> {
         let path = path.as_ref();
         let display = path.display().to_string();
+        // Before SQLite opens the file: a holder in the middle of a write
+        // would otherwise make this wait out the busy timeout first.
+        let lock = match path.to_str() {
+            Some(":memory:" | "") => None,
+            _ => Some(Arc::new(DatabaseLock::take(path)?)),
+        };
         let connection = Connection::open(path)
             .map_err(|e| StoreError::new(format!("opening database {display}"), e))?;
         connection
@@ -124,6 +212,7 @@ impl Database {
         Ok(Database {
             connection: Arc::new(Mutex::new(connection)),
             path: display,
+            lock,
         })
     }
 
@@ -133,7 +222,11 @@ impl Database {
 
     /// The state table.
     pub fn state(&self) -> SqliteStateStore {
-        SqliteStateStore::over(self.connection.clone(), self.path.clone())
+        SqliteStateStore::over(
+            self.connection.clone(),
+            self.path.clone(),
+            self.lock.clone(),
+        )
     }
 
     /// The partial items and the totals.
@@ -532,5 +625,30 @@ impl AlertStore for SqliteAlertStore {
                     .map_err(|e| self.db.error("writing an alert", e))
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_in_use_is_refused_until_its_holder_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.sqlite");
+        // The state store alone keeps the lock once the database handle
+        // that opened it is gone.
+        let state = Database::open(&path).unwrap().state();
+
+        let refused = Database::open(&path).err().unwrap().to_string();
+        let lock = dir.path().join("tally.sqlite.lock");
+        assert!(refused.contains(&lock.display().to_string()), "{refused}");
+        assert!(
+            refused.contains(&format!("process {}", std::process::id())),
+            "{refused}"
+        );
+
+        drop(state);
+        Database::open(&path).unwrap();
     }
 }
