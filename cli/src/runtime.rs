@@ -20,7 +20,10 @@
 //!   stage finished the records before it. A restart redoes at most the
 //!   last unfinished batch, which both stages treat as a redelivery: the
 //!   aggregate stage skips changes already folded in, and the rules stage
-//!   sends nothing twice.
+//!   sends nothing twice. Each log has that one consumer (nothing else
+//!   reads them), so at the end of a cycle its rows up to the consumer's
+//!   checkpoint are deleted: the file holds the fleet's tables, not its
+//!   history.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -34,7 +37,7 @@ use tally_core::key::Date;
 use tally_core::ordering::OrderingKey;
 use tally_core::rules::RuleSet;
 use tally_core::state::StateItem;
-use tally_embedded::database::{Database, SqliteAlertStore, SqliteTotalsStore};
+use tally_embedded::database::{ChangeLog, Database, SqliteAlertStore, SqliteTotalsStore};
 use tally_embedded::directory::{DirectoryStore, FileStamp};
 use tally_embedded::notifier::JsonLinesNotifier;
 use tally_embedded::sqlite::SqliteStateStore;
@@ -46,6 +49,10 @@ use tally_rules::stage::{RulesReport, RulesStage, StageConfig};
 pub const BUCKET: &str = "local";
 /// Change-log records handed to a stage at once (Lambda's batch size).
 const BATCH: usize = 1000;
+/// The aggregate stage's checkpoint in the state's change log.
+const AGGREGATE_POSITION: &str = "aggregate";
+/// The rules stage's checkpoint in the totals' change log.
+const RULES_POSITION: &str = "rules";
 
 /// How to run.
 pub struct RuntimeConfig {
@@ -235,6 +242,7 @@ impl Runtime {
 
         self.aggregate(&mut report).await?;
         self.evaluate(&mut report).await?;
+        self.prune()?;
         report.elapsed = started.elapsed();
         Ok(report)
     }
@@ -256,9 +264,18 @@ impl Runtime {
         })
     }
 
+    /// Deletes the change-log rows their one consumer has passed.
+    fn prune(&self) -> Result<()> {
+        self.db
+            .prune_changes_through(ChangeLog::State, self.db.position(AGGREGATE_POSITION)?)?;
+        self.db
+            .prune_changes_through(ChangeLog::Totals, self.db.position(RULES_POSITION)?)?;
+        Ok(())
+    }
+
     /// The aggregate stage over the state's change log.
     async fn aggregate(&self, report: &mut CycleReport) -> Result<()> {
-        const POSITION: &str = "aggregate";
+        const POSITION: &str = AGGREGATE_POSITION;
         loop {
             let after = self.db.position(POSITION)?;
             let rows = self.state.changes_after(after, BATCH)?;
@@ -292,7 +309,7 @@ impl Runtime {
 
     /// The rules stage over the totals' change log.
     async fn evaluate(&self, report: &mut CycleReport) -> Result<()> {
-        const POSITION: &str = "rules";
+        const POSITION: &str = RULES_POSITION;
         loop {
             let after = self.db.position(POSITION)?;
             let rows = self.db.total_changes_after(after, BATCH)?;

@@ -11,6 +11,17 @@
 //! counterpart of a NEW_AND_OLD_IMAGES stream. A write whose condition fails
 //! appends nothing.
 //!
+//! **Pruning.** A stream keeps a record 24 hours; the change logs keep a row
+//! until its consumer has passed it: [`Database::prune_changes_through`]
+//! deletes the rows up to a consumer's checkpoint, so the file holds the
+//! tables and the changes not yet consumed, not the history. The sequences
+//! are `AUTOINCREMENT`, so a number is never handed out twice, even once
+//! every row before it is gone, and a checkpoint stays a position in its
+//! log. SQLite does not give deleted rows' pages back to the file system;
+//! it reuses them for the next rows, which is what stops the growth: the
+//! file levels off at its high-water mark, the tables plus the most changes
+//! ever waiting at once (one cycle's), with no `VACUUM` needed.
+//!
 //! **One process per database.** The stages' checkpoints, the sequencer and
 //! the outboxes' short lease assume one process runs them (two `tally run`
 //! on one file would each fold the same changes from their own reading of
@@ -184,6 +195,26 @@ impl DatabaseLock {
     }
 }
 
+/// The change logs standing in for the two streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeLog {
+    /// `state_changes`, the state table's stream, which the aggregate
+    /// stage consumes.
+    State,
+    /// `totals_changes`, the totals table's stream, which the rules stage
+    /// consumes.
+    Totals,
+}
+
+impl ChangeLog {
+    fn table(self) -> &'static str {
+        match self {
+            ChangeLog::State => "state_changes",
+            ChangeLog::Totals => "totals_changes",
+        }
+    }
+}
+
 /// One row of the totals' change log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TotalChange {
@@ -322,25 +353,42 @@ impl Database {
             .collect()
     }
 
-    /// The last sequence number of the state's change log (0 when empty).
+    /// The last sequence number the state's change log handed out (0 before
+    /// the first), pruned or not.
     pub fn last_state_change(&self) -> Result<i64, StoreError> {
-        self.last_of("state_changes")
+        self.last_of(ChangeLog::State)
     }
 
-    /// The last sequence number of the totals' change log (0 when empty).
+    /// The last sequence number the totals' change log handed out (0 before
+    /// the first), pruned or not.
     pub fn last_total_change(&self) -> Result<i64, StoreError> {
-        self.last_of("totals_changes")
+        self.last_of(ChangeLog::Totals)
     }
 
-    fn last_of(&self, table: &str) -> Result<i64, StoreError> {
+    fn last_of(&self, log: ChangeLog) -> Result<i64, StoreError> {
+        let table = log.table();
         let connection = self.lock()?;
+        // The rows may be pruned; AUTOINCREMENT's counter is not.
         connection
             .query_row(
-                &format!("SELECT coalesce(max(sequence), 0) FROM {table}"),
-                [],
+                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = ?1), 0)",
+                params![table],
                 |row| row.get(0),
             )
             .map_err(|e| self.error(&format!("reading the end of {table}"), e))
+    }
+
+    /// Deletes the rows of a change log up to and including `through`, the
+    /// checkpoint of its consumer, and says how many went.
+    pub fn prune_changes_through(&self, log: ChangeLog, through: i64) -> Result<usize, StoreError> {
+        let table = log.table();
+        let connection = self.lock()?;
+        connection
+            .execute(
+                &format!("DELETE FROM {table} WHERE sequence <= ?1"),
+                params![through],
+            )
+            .map_err(|e| self.error(&format!("pruning {table}"), e))
     }
 
     /// The items (one JSON column) a query selects, decoded.
@@ -650,5 +698,47 @@ mod tests {
 
         drop(state);
         Database::open(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_pruned_change_log_goes_on_numbering_after_its_checkpoint() {
+        use tally_core::ports::{Precondition, StateStore};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.sqlite");
+        let write = |sequencer: &str| tally_core::state::InstanceState {
+            key: tally_core::key::UploadKey {
+                date: Date::parse("2015-11-16").unwrap(),
+                instance: "i-1".into(),
+            },
+            object_key: "counters/2015-11-16/i-1".into(),
+            ordering: tally_core::ordering::OrderingKey::from_sequencer(sequencer).unwrap(),
+            content: tally_core::state::Content::Live {
+                counters: [("a".to_owned(), 1)].into(),
+                etag: format!("e{sequencer}"),
+                version_id: None,
+            },
+        };
+        let db = Database::open(&path).unwrap();
+        let state = db.state();
+        for sequencer in ["1", "2"] {
+            state
+                .put(&write(sequencer), &Precondition::Supersedes)
+                .await
+                .unwrap();
+        }
+        assert_eq!(db.prune_changes_through(ChangeLog::State, 2).unwrap(), 2);
+        assert_eq!(db.last_state_change().unwrap(), 2);
+        drop((state, db));
+
+        // Reopened with every row gone, the next change is still after the
+        // checkpoint, so its consumer does not skip it.
+        let db = Database::open(&path).unwrap();
+        db.state()
+            .put(&write("3"), &Precondition::Supersedes)
+            .await
+            .unwrap();
+        let after_checkpoint = db.state().changes_after(2, 10).unwrap();
+        assert_eq!(after_checkpoint.len(), 1);
+        assert_eq!(after_checkpoint[0].sequence, 3);
     }
 }
