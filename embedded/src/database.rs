@@ -22,21 +22,23 @@
 //! file levels off at its high-water mark, the tables plus the most changes
 //! ever waiting at once (one cycle's), with no `VACUUM` needed.
 //!
-//! **One process per database.** The stages' checkpoints, the sequencer and
-//! the outboxes' short lease assume one process runs them (two `tally run`
-//! on one file would each fold the same changes from their own reading of
-//! the checkpoint). So [`Database::open`] takes an exclusive OS lock (`flock`
-//! on Unix, `LockFileEx` on Windows) on a file beside the database,
+//! **One process per database.** The embedded runtime assumes it is the only
+//! one: its outbox lease is one second because an outbox left behind can only
+//! be a dead process's (a second process would take over messages still being
+//! published and send them twice), and two processes would each scan the
+//! folder and ingest every change twice over, racing on the stages'
+//! checkpoints. So [`Database::open`] takes an exclusive OS lock (`flock` on
+//! Unix, `LockFileEx` on Windows) on a file beside the database,
 //! `<database>.lock`, writes its process id into it, and holds it for as long
-//! as the database is open; a second open fails at once, naming the lock
-//! file and the holder. The operating system releases the lock when the
-//! holder's process ends, however it ends (`kill -9` included), so a crash
-//! never leaves a stale lock; the file itself stays, and its content only
-//! names the last holder. Not the database file itself: SQLite holds POSIX
-//! locks on it, which the process loses when any descriptor on the file is
-//! closed, so SQLite asks that nothing else open it. Not SQLite's exclusive
-//! locking mode either: it is taken at the first write, a second process
-//! finds out only after its busy timeout, and nothing can say who holds it.
+//! as the database is open; a second open fails at once, naming the lock file
+//! and the holder. The operating system releases the lock when the holder's
+//! process ends, however it ends (`kill -9` included), so a crash never
+//! leaves a stale lock; the file itself stays, and its content only names the
+//! last holder. Not the database file itself: SQLite holds POSIX locks on it,
+//! which the process loses when any descriptor on the file is closed, so
+//! SQLite asks that nothing else open it. Not SQLite's exclusive locking mode
+//! either: it is taken at the first write, a second process finds out only
+//! after its busy timeout, and nothing can say who holds it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions, TryLockError};
