@@ -6,7 +6,8 @@
 //! provides on AWS is here:
 //!
 //! - **S3 notifications** are a scan of `DIR/<prefix>/`: a file new or
-//!   changed since the last scan (modification time or size) is an
+//!   changed since the last scan (modification time, size, and on Unix
+//!   inode and status-change time: see [`FileStamp`]) is an
 //!   `ObjectCreated`, one gone is an `ObjectRemoved`. Each event gets a
 //!   sequencer from a counter kept in the database, so an event seen after
 //!   a restart orders after every event seen before it, as S3's do. On the
@@ -19,7 +20,10 @@
 //!   stage finished the records before it. A restart redoes at most the
 //!   last unfinished batch, which both stages treat as a redelivery: the
 //!   aggregate stage skips changes already folded in, and the rules stage
-//!   sends nothing twice.
+//!   sends nothing twice. Each log has that one consumer (nothing else
+//!   reads them), so at the end of a cycle its rows up to the consumer's
+//!   checkpoint are deleted: the file holds the fleet's tables, not its
+//!   history.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -33,7 +37,7 @@ use tally_core::key::Date;
 use tally_core::ordering::OrderingKey;
 use tally_core::rules::RuleSet;
 use tally_core::state::StateItem;
-use tally_embedded::database::{Database, SqliteAlertStore, SqliteTotalsStore};
+use tally_embedded::database::{ChangeLog, Database, SqliteAlertStore, SqliteTotalsStore};
 use tally_embedded::directory::{DirectoryStore, FileStamp};
 use tally_embedded::notifier::JsonLinesNotifier;
 use tally_embedded::sqlite::SqliteStateStore;
@@ -46,6 +50,10 @@ use tally_rules::stage::{RulesReport, RulesStage, StageConfig};
 pub const BUCKET: &str = "local";
 /// Change-log records handed to a stage at once (Lambda's batch size).
 const BATCH: usize = 1000;
+/// The aggregate stage's checkpoint in the state's change log.
+const AGGREGATE_POSITION: &str = "aggregate";
+/// The rules stage's checkpoint in the totals' change log.
+const RULES_POSITION: &str = "rules";
 
 /// How to run.
 pub struct RuntimeConfig {
@@ -227,13 +235,7 @@ impl Runtime {
                 match previous.get(key) {
                     Some(stamp) => known.insert(key.clone(), *stamp),
                     None if known.contains_key(key) => known.remove(key),
-                    None => known.insert(
-                        key.clone(),
-                        FileStamp {
-                            modified: None,
-                            len: u64::MAX,
-                        },
-                    ),
+                    None => known.insert(key.clone(), FileStamp::NO_FILE),
                 };
             }
         }
@@ -241,6 +243,7 @@ impl Runtime {
 
         self.aggregate(&mut report).await?;
         self.evaluate(&mut report).await?;
+        self.prune()?;
         report.elapsed = started.elapsed();
         Ok(report)
     }
@@ -262,9 +265,18 @@ impl Runtime {
         })
     }
 
+    /// Deletes the change-log rows their one consumer has passed.
+    fn prune(&self) -> Result<()> {
+        self.db
+            .prune_changes_through(ChangeLog::State, self.db.position(AGGREGATE_POSITION)?)?;
+        self.db
+            .prune_changes_through(ChangeLog::Totals, self.db.position(RULES_POSITION)?)?;
+        Ok(())
+    }
+
     /// The aggregate stage over the state's change log.
     async fn aggregate(&self, report: &mut CycleReport) -> Result<()> {
-        const POSITION: &str = "aggregate";
+        const POSITION: &str = AGGREGATE_POSITION;
         loop {
             let after = self.db.position(POSITION)?;
             let rows = self.state.changes_after(after, BATCH)?;
@@ -298,7 +310,7 @@ impl Runtime {
 
     /// The rules stage over the totals' change log.
     async fn evaluate(&self, report: &mut CycleReport) -> Result<()> {
-        const POSITION: &str = "rules";
+        const POSITION: &str = RULES_POSITION;
         loop {
             let after = self.db.position(POSITION)?;
             let rows = self.db.total_changes_after(after, BATCH)?;
@@ -416,5 +428,47 @@ mod tests {
         // The batch job: i holds 10, j holds 100.
         let totals = runtime.totals(&Date::parse(DATE).unwrap()).unwrap();
         assert_eq!(totals, [("requests".to_owned(), 110)].into());
+    }
+
+    fn open(root: &Path) -> Runtime {
+        Runtime::open(RuntimeConfig {
+            root: root.to_path_buf(),
+            database: root.join(".tally").join("tally.sqlite"),
+            prefix: "counters".to_owned(),
+            snapshot_prefix: "totals".to_owned(),
+            rules: tally_rules::bundled::rules(),
+            notifier: JsonLinesNotifier::silent(),
+            alert_days: 2,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn two_same_size_renames_within_one_mtime_tick_are_two_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("counters").join("2015-11-16");
+        std::fs::create_dir_all(&folder).unwrap();
+        let date = Date::parse("2015-11-16").unwrap();
+        let mut runtime = open(dir.path());
+        let path = folder.join("web-1");
+        std::fs::write(&path, "a 1\n").unwrap();
+        runtime.cycle(None).await.unwrap();
+        assert_eq!(runtime.totals(&date).unwrap()["a"], 1);
+
+        // A second upload of the same size renamed into place within the
+        // same tick of the file system's clock as the first.
+        let aside = folder.join(".web-1.partial");
+        std::fs::write(&aside, "a 2\n").unwrap();
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&aside)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+        std::fs::rename(&aside, &path).unwrap();
+        let report = runtime.cycle(None).await.unwrap();
+        assert_eq!(report.created, 1, "{report:?}");
+        assert_eq!(runtime.totals(&date).unwrap()["a"], 2);
     }
 }

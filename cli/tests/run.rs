@@ -216,3 +216,68 @@ fn tally_run_explains_a_missing_directory() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_second_tally_run_on_a_database_in_use_exits_1_at_once_naming_the_lock() {
+    let bucket = Bucket::new();
+    bucket.upload("i-1", "COUNTER1 1\n");
+    let mut first = bucket.watch();
+    eventually("the first process to take the database", || {
+        bucket.snapshot().is_some()
+    });
+
+    let started = Instant::now();
+    let second = bucket.command().arg("--once").output().unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(1), "took {took:?}: {stderr}");
+    let lock = bucket.root.join(".tally").join("tally.sqlite.lock");
+    assert!(
+        stderr.contains(&lock.display().to_string()),
+        "the message names the lock file: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("process {}", first.id())),
+        "the message names the holder: {stderr}"
+    );
+
+    interrupt(&mut first);
+    let output = first.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Once the holder has stopped, the database is free again.
+    bucket.once();
+}
+
+#[test]
+fn ten_rounds_of_the_same_fleet_leave_the_database_no_larger_than_two() {
+    let bucket = Bucket::new();
+    let database = bucket.root.join(".tally").join("tally.sqlite");
+    let mut sizes = Vec::new();
+    for round in 1..=10u64 {
+        // 50 instances × 20 counters, every body different from the last.
+        for instance in 0..50u64 {
+            let body: String = (0..20u64)
+                .map(|counter| {
+                    format!(
+                        "c{counter} {}\n",
+                        round * 1_000_000 + instance * 100 + counter
+                    )
+                })
+                .collect();
+            bucket.upload(&format!("i-{instance}"), &body);
+        }
+        bucket.once();
+        sizes.push(std::fs::metadata(&database).unwrap().len());
+    }
+    let (after_two, after_ten) = (sizes[1], sizes[9]);
+    eprintln!("database size after each round: {sizes:?}");
+    assert!(
+        after_ten * 2 <= after_two * 3,
+        "the database grew from {after_two} bytes after two rounds to {after_ten} after ten: {sizes:?}"
+    );
+}

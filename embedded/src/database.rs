@@ -10,9 +10,40 @@
 //! logs are appended in the write's own transaction: the embedded
 //! counterpart of a NEW_AND_OLD_IMAGES stream. A write whose condition fails
 //! appends nothing.
+//!
+//! **Pruning.** A stream keeps a record 24 hours; the change logs keep a row
+//! until its consumer has passed it: [`Database::prune_changes_through`]
+//! deletes the rows up to a consumer's checkpoint, so the file holds the
+//! tables and the changes not yet consumed, not the history. The sequences
+//! are `AUTOINCREMENT`, so a number is never handed out twice, even once
+//! every row before it is gone, and a checkpoint stays a position in its
+//! log. SQLite does not give deleted rows' pages back to the file system;
+//! it reuses them for the next rows, which is what stops the growth: the
+//! file levels off at its high-water mark, the tables plus the most changes
+//! ever waiting at once (one cycle's), with no `VACUUM` needed.
+//!
+//! **One process per database.** The embedded runtime assumes it is the only
+//! one: its outbox lease is one second because an outbox left behind can only
+//! be a dead process's (a second process would take over messages still being
+//! published and send them twice), and two processes would each scan the
+//! folder and ingest every change twice over, racing on the stages'
+//! checkpoints. So [`Database::open`] takes an exclusive OS lock (`flock` on
+//! Unix, `LockFileEx` on Windows) on a file beside the database,
+//! `<database>.lock`, writes its process id into it, and holds it for as long
+//! as the database is open; a second open fails at once, naming the lock file
+//! and the holder. The operating system releases the lock when the holder's
+//! process ends, however it ends (`kill -9` included), so a crash never
+//! leaves a stale lock; the file itself stays, and its content only names the
+//! last holder. Not the database file itself: SQLite holds POSIX locks on it,
+//! which the process loses when any descriptor on the file is closed, so
+//! SQLite asks that nothing else open it. Not SQLite's exclusive locking mode
+//! either: it is taken at the first write, a second process finds out only
+//! after its busy timeout, and nothing can say who holds it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -101,6 +132,89 @@ fn at_version(stored: Option<u64>, read_version: u64) -> bool {
 pub struct Database {
     connection: Arc<Mutex<Connection>>,
     path: String,
+    lock: Option<Arc<DatabaseLock>>,
+}
+
+/// The exclusive lock on a database (see the module doc), held while the
+/// file is open: released when the last handle on the database is dropped
+/// or the process ends.
+#[derive(Debug)]
+pub(crate) struct DatabaseLock {
+    _file: File,
+}
+
+impl DatabaseLock {
+    /// The lock file of the database at `path`.
+    pub fn path_of(database: &Path) -> PathBuf {
+        let mut name = database.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// Takes the lock, or says who holds it.
+    fn take(database: &Path) -> Result<DatabaseLock, StoreError> {
+        let lock_path = Self::path_of(database);
+        let lock = lock_path.display();
+        let opening = || format!("opening database {}", database.display());
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| {
+                StoreError::new(opening(), format!("creating its lock file {lock}: {e}"))
+            })?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let holder = match file.read_to_string(&mut holder) {
+                    Ok(_) => holder.trim().parse::<u32>().ok(),
+                    Err(_) => None,
+                };
+                let holder = holder.map_or_else(
+                    || "another process".to_owned(),
+                    |pid| format!("process {pid}"),
+                );
+                return Err(StoreError::new(
+                    opening(),
+                    format!(
+                        "it is in use by {holder}, which holds the lock {lock}; one process at a time can run on a database: stop that one (Ctrl-C), or give this one another database (tally run --state)"
+                    ),
+                ));
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(StoreError::new(opening(), format!("locking {lock}: {e}")));
+            }
+        }
+        // Only for the message a second process shows.
+        file.set_len(0)
+            .and_then(|()| file.write_all(std::process::id().to_string().as_bytes()))
+            .and_then(|()| file.flush())
+            .map_err(|e| StoreError::new(opening(), format!("writing {lock}: {e}")))?;
+        Ok(DatabaseLock { _file: file })
+    }
+}
+
+/// The change logs standing in for the two streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeLog {
+    /// `state_changes`, the state table's stream, which the aggregate
+    /// stage consumes.
+    State,
+    /// `totals_changes`, the totals table's stream, which the rules stage
+    /// consumes.
+    Totals,
+}
+
+impl ChangeLog {
+    fn table(self) -> &'static str {
+        match self {
+            ChangeLog::State => "state_changes",
+            ChangeLog::Totals => "totals_changes",
+        }
+    }
 }
 
 /// One row of the totals' change log.
@@ -112,10 +226,17 @@ pub struct TotalChange {
 }
 
 impl Database {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`, taking its lock
+    /// (see the module doc); an in-memory database (`:memory:`) has none.
     pub fn open(path: impl AsRef<Path>) -> Result<Database, StoreError> {
         let path = path.as_ref();
         let display = path.display().to_string();
+        // Before SQLite opens the file: a holder in the middle of a write
+        // would otherwise make this wait out the busy timeout first.
+        let lock = match path.to_str() {
+            Some(":memory:" | "") => None,
+            _ => Some(Arc::new(DatabaseLock::take(path)?)),
+        };
         let connection = Connection::open(path)
             .map_err(|e| StoreError::new(format!("opening database {display}"), e))?;
         connection
@@ -124,6 +245,7 @@ impl Database {
         Ok(Database {
             connection: Arc::new(Mutex::new(connection)),
             path: display,
+            lock,
         })
     }
 
@@ -133,7 +255,11 @@ impl Database {
 
     /// The state table.
     pub fn state(&self) -> SqliteStateStore {
-        SqliteStateStore::over(self.connection.clone(), self.path.clone())
+        SqliteStateStore::over(
+            self.connection.clone(),
+            self.path.clone(),
+            self.lock.clone(),
+        )
     }
 
     /// The partial items and the totals.
@@ -229,25 +355,42 @@ impl Database {
             .collect()
     }
 
-    /// The last sequence number of the state's change log (0 when empty).
+    /// The last sequence number the state's change log handed out (0 before
+    /// the first), pruned or not.
     pub fn last_state_change(&self) -> Result<i64, StoreError> {
-        self.last_of("state_changes")
+        self.last_of(ChangeLog::State)
     }
 
-    /// The last sequence number of the totals' change log (0 when empty).
+    /// The last sequence number the totals' change log handed out (0 before
+    /// the first), pruned or not.
     pub fn last_total_change(&self) -> Result<i64, StoreError> {
-        self.last_of("totals_changes")
+        self.last_of(ChangeLog::Totals)
     }
 
-    fn last_of(&self, table: &str) -> Result<i64, StoreError> {
+    fn last_of(&self, log: ChangeLog) -> Result<i64, StoreError> {
+        let table = log.table();
         let connection = self.lock()?;
+        // The rows may be pruned; AUTOINCREMENT's counter is not.
         connection
             .query_row(
-                &format!("SELECT coalesce(max(sequence), 0) FROM {table}"),
-                [],
+                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = ?1), 0)",
+                params![table],
                 |row| row.get(0),
             )
             .map_err(|e| self.error(&format!("reading the end of {table}"), e))
+    }
+
+    /// Deletes the rows of a change log up to and including `through`, the
+    /// checkpoint of its consumer, and says how many went.
+    pub fn prune_changes_through(&self, log: ChangeLog, through: i64) -> Result<usize, StoreError> {
+        let table = log.table();
+        let connection = self.lock()?;
+        connection
+            .execute(
+                &format!("DELETE FROM {table} WHERE sequence <= ?1"),
+                params![through],
+            )
+            .map_err(|e| self.error(&format!("pruning {table}"), e))
     }
 
     /// The items (one JSON column) a query selects, decoded.
@@ -532,5 +675,72 @@ impl AlertStore for SqliteAlertStore {
                     .map_err(|e| self.db.error("writing an alert", e))
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_in_use_is_refused_until_its_holder_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.sqlite");
+        // The state store alone keeps the lock once the database handle
+        // that opened it is gone.
+        let state = Database::open(&path).unwrap().state();
+
+        let refused = Database::open(&path).err().unwrap().to_string();
+        let lock = dir.path().join("tally.sqlite.lock");
+        assert!(refused.contains(&lock.display().to_string()), "{refused}");
+        assert!(
+            refused.contains(&format!("process {}", std::process::id())),
+            "{refused}"
+        );
+
+        drop(state);
+        Database::open(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_pruned_change_log_goes_on_numbering_after_its_checkpoint() {
+        use tally_core::ports::{Precondition, StateStore};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.sqlite");
+        let write = |sequencer: &str| tally_core::state::InstanceState {
+            key: tally_core::key::UploadKey {
+                date: Date::parse("2015-11-16").unwrap(),
+                instance: "i-1".into(),
+            },
+            object_key: "counters/2015-11-16/i-1".into(),
+            ordering: tally_core::ordering::OrderingKey::from_sequencer(sequencer).unwrap(),
+            content: tally_core::state::Content::Live {
+                counters: [("a".to_owned(), 1)].into(),
+                etag: format!("e{sequencer}"),
+                version_id: None,
+            },
+        };
+        let db = Database::open(&path).unwrap();
+        let state = db.state();
+        for sequencer in ["1", "2"] {
+            state
+                .put(&write(sequencer), &Precondition::Supersedes)
+                .await
+                .unwrap();
+        }
+        assert_eq!(db.prune_changes_through(ChangeLog::State, 2).unwrap(), 2);
+        assert_eq!(db.last_state_change().unwrap(), 2);
+        drop((state, db));
+
+        // Reopened with every row gone, the next change is still after the
+        // checkpoint, so its consumer does not skip it.
+        let db = Database::open(&path).unwrap();
+        db.state()
+            .put(&write("3"), &Precondition::Supersedes)
+            .await
+            .unwrap();
+        let after_checkpoint = db.state().changes_after(2, 10).unwrap();
+        assert_eq!(after_checkpoint.len(), 1);
+        assert_eq!(after_checkpoint[0].sequence, 3);
     }
 }

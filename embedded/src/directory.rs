@@ -149,10 +149,58 @@ impl ObjectStore for DirectoryStore {
 }
 
 /// How a file looked when scanned: enough to notice it changed.
+///
+/// The modification time and length alone miss a second upload of the same
+/// size renamed into place within one tick of the file system's clock (or
+/// copied with its modification time kept, as `cp -p` and `rsync -t` do).
+/// On Unix the stamp also holds the file's device and inode number, which a
+/// rename into place always changes (the new body is a file created while
+/// the old one still existed, so it cannot have the old one's inode), and
+/// its status-change time, which every write, rename and change of the
+/// modification time moves; a change that is not an upload (a `chmod`)
+/// costs one read and no write, as ingest skips an identical body.
+/// Elsewhere the stamp is the modification time and length only: two
+/// same-size uploads within one tick are seen as one until the next start,
+/// whose first scan reads every file. A file rewritten in place keeps its
+/// inode, so a same-size rewrite within one tick is missed on Unix too:
+/// write aside and rename, as upload tools do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileStamp {
-    pub modified: Option<std::time::SystemTime>,
-    pub len: u64,
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+    /// Device, inode, and status-change time (seconds, nanoseconds); `None`
+    /// where the platform does not give them.
+    identity: Option<(u64, u64, i64, i64)>,
+}
+
+impl FileStamp {
+    /// A stamp no file has: a key stamped with it is seen as changed (or,
+    /// with no file, as removed) at the next scan.
+    pub const NO_FILE: FileStamp = FileStamp {
+        modified: None,
+        len: u64::MAX,
+        identity: None,
+    };
+
+    /// The stamp of a file from its metadata.
+    pub fn of(meta: &std::fs::Metadata) -> FileStamp {
+        FileStamp {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+            identity: identity(meta),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn identity(meta: &std::fs::Metadata) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec()))
+}
+
+#[cfg(not(unix))]
+fn identity(_meta: &std::fs::Metadata) -> Option<(u64, u64, i64, i64)> {
+    None
 }
 
 impl DirectoryStore {
@@ -203,13 +251,7 @@ impl DirectoryStore {
                     .map(|relative| relative.replace(std::path::MAIN_SEPARATOR, "/"));
                 match key {
                     Some(key) => {
-                        found.insert(
-                            key,
-                            FileStamp {
-                                modified: meta.modified().ok(),
-                                len: meta.len(),
-                            },
-                        );
+                        found.insert(key, FileStamp::of(&meta));
                     }
                     None => unnamed.push(path),
                 }
@@ -329,6 +371,38 @@ mod tests {
                 .await
                 .unwrap()
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn two_same_size_renames_within_one_mtime_tick_are_two_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirectoryStore::new(dir.path());
+        let folder = dir.path().join("counters/2015-11-16");
+        std::fs::create_dir_all(&folder).unwrap();
+        let path = folder.join("web 1");
+        std::fs::write(&path, "a 1\n").unwrap();
+        let (first, _) = store.scan("counters/").unwrap();
+
+        // The next upload, written aside and renamed into place, has the
+        // same size and, within one tick of the file system's clock, the
+        // same modification time.
+        let aside = folder.join(".web 1.partial");
+        std::fs::write(&aside, "a 2\n").unwrap();
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&aside)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+        std::fs::rename(&aside, &path).unwrap();
+        let (second, _) = store.scan("counters/").unwrap();
+
+        let key = "counters/2015-11-16/web 1";
+        assert_ne!(
+            first[key], second[key],
+            "a different body renamed into place must look changed"
         );
     }
 

@@ -24,11 +24,15 @@ use tally_core::key::{Date, UploadKey};
 use tally_core::ports::{Precondition, PutOutcome, StateStore, StoreError};
 use tally_core::state::{InstanceState, StateItem, partition_key};
 
+use crate::database::DatabaseLock;
+
 /// The state table in a SQLite database file.
 #[derive(Clone)]
 pub struct SqliteStateStore {
     connection: Arc<Mutex<Connection>>,
     path: String,
+    /// Keeps the database's lock while this store is in use.
+    _lock: Option<Arc<DatabaseLock>>,
 }
 
 /// One row of the change log.
@@ -41,13 +45,23 @@ pub struct StateChange {
 
 impl SqliteStateStore {
     /// Opens (creating if needed) the database at `path`, with every table
-    /// of the embedded runtime.
+    /// of the embedded runtime, taking its lock as [`Database::open`] does.
+    ///
+    /// [`Database::open`]: crate::database::Database::open
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStateStore, StoreError> {
         Ok(crate::database::Database::open(path)?.state())
     }
 
-    pub(crate) fn over(connection: Arc<Mutex<Connection>>, path: String) -> SqliteStateStore {
-        SqliteStateStore { connection, path }
+    pub(crate) fn over(
+        connection: Arc<Mutex<Connection>>,
+        path: String,
+        lock: Option<Arc<DatabaseLock>>,
+    ) -> SqliteStateStore {
+        SqliteStateStore {
+            connection,
+            path,
+            _lock: lock,
+        }
     }
 
     fn error(
