@@ -693,8 +693,8 @@ impl CountingRelay {
     }
 }
 
-/// Copies `from` to `to` until either end closes, counting what was
-/// written; with [`Answers::WithoutLength`], the first answer's head is
+/// Copies `from` to `to` until either end closes, counting what it passes
+/// on; with [`Answers::WithoutLength`], the first answer's head is
 /// rewritten on the way.
 fn relay(mut from: TcpStream, mut to: TcpStream, count: Option<Arc<AtomicU64>>, answers: Answers) {
     let mut buffer = vec![0u8; 64 * 1024];
@@ -715,11 +715,14 @@ fn relay(mut from: TcpStream, mut to: TcpStream, count: Option<Arc<AtomicU64>>, 
             out.extend_from_slice(&pending[end + 4..]);
             head = None;
         }
-        if to.write_all(&out).is_err() {
-            break;
-        }
+        // Counted before the write: a client that hangs up after the head
+        // makes the write fail, and what was sent on must still count (an
+        // upper bound on what reached it, which is what the test bounds).
         if let Some(count) = &count {
             count.fetch_add(out.len() as u64, Ordering::Relaxed);
+        }
+        if to.write_all(&out).is_err() {
+            break;
         }
     }
     let _ = to.shutdown(std::net::Shutdown::Both);
