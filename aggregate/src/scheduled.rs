@@ -36,10 +36,9 @@
 //! morning's run of yesterday finds and repairs it. A stage stuck behind
 //! the stream (its `IteratorAge` alarm) also holds still and is counted.
 //!
-//! Reconcile holds the day's states in memory (about 9 KB per instance of
-//! 100 counters with 20-byte names, measured): at the function's 128 MB
-//! that is about ten thousand instances, beyond which reconcile must fold a
-//! bucket at a time.
+//! Reconcile holds one bucket's states in memory at a time (see
+//! [`crate::reconcile`]), so the function's 128 MB does for any fleet the
+//! state table's 64 buckets spread.
 //!
 //! The run's report is logged whole, and its drift (yesterday: partial items
 //! plus totals that differed, each repaired; today: totals whose drift held

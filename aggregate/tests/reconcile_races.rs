@@ -11,7 +11,7 @@ use tally_core::aggregate::{SequenceNumber, StateChange};
 use tally_core::key::{Date, UploadKey};
 use tally_core::ordering::OrderingKey;
 use tally_core::ports::{Precondition, PutOutcome, StateStore, StoreError, TotalsStore};
-use tally_core::state::{Content, InstanceState, StateItem};
+use tally_core::state::{Content, InstanceState, StateItem, bucket_of};
 use tally_embedded::database::{Database, SqliteTotalsStore};
 use tally_embedded::sqlite::SqliteStateStore;
 
@@ -57,8 +57,8 @@ async fn upload<T: TotalsStore>(
 }
 
 /// A state table on which an upload lands, and is folded in by the
-/// aggregate stage, during the first read of a day's states: just before
-/// the read (`upload_first`) or just after it.
+/// aggregate stage, during the first read of the uploading instance's
+/// bucket: just before the read (`upload_first`) or just after it.
 struct UploadDuringFirstRead {
     states: SqliteStateStore,
     aggregator: Aggregator<SqliteTotalsStore>,
@@ -96,13 +96,16 @@ impl StateStore for UploadDuringFirstRead {
         self.states.put(state, precondition).await
     }
 
-    async fn day(&self, date: &Date) -> Result<Vec<InstanceState>, StoreError> {
-        if self.upload_first {
+    async fn bucket(&self, date: &Date, bucket: u64) -> Result<Vec<InstanceState>, StoreError> {
+        let racing = bucket == bucket_of(&self.after.key.instance);
+        if racing && self.upload_first {
             self.upload_once().await;
         }
-        let day = self.states.day(date).await?;
-        self.upload_once().await;
-        Ok(day)
+        let states = self.states.bucket(date, bucket).await?;
+        if racing {
+            self.upload_once().await;
+        }
+        Ok(states)
     }
 }
 

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, BillingMode, KeyType};
 use tally_core::key::{Date, UploadKey};
 use tally_core::ports::{Precondition, PutOutcome, StateStore, StoreError};
-use tally_core::state::{InstanceState, StateItem, attr, partition_key, partition_keys};
+use tally_core::state::{InstanceState, StateItem, attr, bucket_key, partition_key};
 
 use crate::{schema, store_error};
 
@@ -113,23 +113,23 @@ impl StateStore for DynamoStateStore {
         schema::conditional_put(request, || self.operation("PutItem", &state.key)).await
     }
 
-    async fn day(&self, date: &Date) -> Result<Vec<InstanceState>, StoreError> {
-        let mut states = Vec::new();
-        for part in partition_keys(date) {
-            for item in query_partition(&self.client, &self.table, attr::PART, &part).await? {
+    async fn bucket(&self, date: &Date, bucket: u64) -> Result<Vec<InstanceState>, StoreError> {
+        let part = bucket_key(date, bucket);
+        query_partition(&self.client, &self.table, attr::PART, &part)
+            .await?
+            .into_iter()
+            .map(|item| {
                 let item: StateItem = serde_dynamo::from_item(item).map_err(|e| {
                     StoreError::new(
                         format!("decoding a state item of {part} in {}", self.table),
                         e,
                     )
                 })?;
-                let state = InstanceState::try_from(item).map_err(|e| {
+                InstanceState::try_from(item).map_err(|e| {
                     StoreError::new(format!("reading state of {part} in {}", self.table), e)
-                })?;
-                states.push(state);
-            }
-        }
-        Ok(states)
+                })
+            })
+            .collect()
     }
 }
 

@@ -194,10 +194,14 @@ pub trait StateStore: Send + Sync {
         precondition: &Precondition,
     ) -> impl Future<Output = Result<PutOutcome, StoreError>> + Send;
 
-    /// Strongly consistent reads of every instance's state on one day.
-    fn day(
+    /// Strongly consistent reads of every instance's state in one of a
+    /// day's [`BUCKETS`](crate::state::BUCKETS): a bucket at a time, so that
+    /// reading a whole day (reconcile) holds one bucket's states in memory,
+    /// not the fleet's.
+    fn bucket(
         &self,
         date: &Date,
+        bucket: u64,
     ) -> impl Future<Output = Result<Vec<InstanceState>, StoreError>> + Send;
 }
 

@@ -72,11 +72,6 @@ pub fn bucket_of(instance: &str) -> u64 {
     hasher.finish() % BUCKETS
 }
 
-/// All hash keys of one day's state.
-pub fn partition_keys(date: &Date) -> impl Iterator<Item = String> + '_ {
-    (0..BUCKETS).map(move |bucket| bucket_key(date, bucket))
-}
-
 /// What the state says the object holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
@@ -322,10 +317,6 @@ mod tests {
             .map(|i| bucket_of(i))
             .collect();
         assert_eq!(fixed, [14, 27, 22, 0]);
-        assert_eq!(
-            partition_keys(&Date::parse("2015-11-16").unwrap()).count(),
-            64
-        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tally_core::key::{Date, UploadKey};
 use tally_core::ports::{Precondition, PutOutcome, StateStore, StoreError};
-use tally_core::state::{InstanceState, StateItem, partition_key};
+use tally_core::state::{InstanceState, StateItem, bucket_key, partition_key};
 
 use crate::database::DatabaseLock;
 
@@ -214,22 +214,19 @@ impl StateStore for SqliteStateStore {
         Ok(PutOutcome::Written)
     }
 
-    async fn day(&self, date: &Date) -> Result<Vec<InstanceState>, StoreError> {
+    async fn bucket(&self, date: &Date, bucket: u64) -> Result<Vec<InstanceState>, StoreError> {
         let connection = self.lock()?;
-        // Hash keys are `<date>#NN`; '$' is the character after '#'.
         let mut statement = connection
-            .prepare(
-                "SELECT item FROM state WHERE part >= ?1 AND part < ?2 ORDER BY part, instance",
-            )
-            .map_err(|e| self.error("listing a day's states", e))?;
+            .prepare("SELECT item FROM state WHERE part = ?1 ORDER BY instance")
+            .map_err(|e| self.error("listing a bucket's states", e))?;
         let items = statement
-            .query_map(params![format!("{date}#"), format!("{date}$")], |row| {
+            .query_map(params![bucket_key(date, bucket)], |row| {
                 row.get::<_, String>(0)
             })
-            .map_err(|e| self.error("listing a day's states", e))?;
+            .map_err(|e| self.error("listing a bucket's states", e))?;
         items
             .map(|item| {
-                let item = item.map_err(|e| self.error("listing a day's states", e))?;
+                let item = item.map_err(|e| self.error("listing a bucket's states", e))?;
                 decode(&item).map_err(|e| self.error("decoding a state item", e))
             })
             .collect()

@@ -14,7 +14,7 @@ use tally_core::ports::{
     ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectVersion, Precondition, PutOutcome,
     StateStore, StoreError,
 };
-use tally_core::state::{Content, InstanceState};
+use tally_core::state::{Content, InstanceState, bucket_of};
 use tally_ingest::event::{Change, Notice};
 use tally_ingest::{IngestConfig, Ingestor, Outcome};
 use tokio::sync::Notify;
@@ -64,11 +64,11 @@ impl StateStore for MemoryState {
         Ok(PutOutcome::Written)
     }
 
-    async fn day(&self, date: &Date) -> Result<Vec<InstanceState>, StoreError> {
+    async fn bucket(&self, date: &Date, bucket: u64) -> Result<Vec<InstanceState>, StoreError> {
         let items = self.items.lock().unwrap();
         Ok(items
             .values()
-            .filter(|s| &s.key.date == date)
+            .filter(|s| &s.key.date == date && bucket_of(&s.key.instance) == bucket)
             .cloned()
             .collect())
     }
@@ -116,8 +116,8 @@ impl StateStore for LostCorrectionResponse {
         self.inner.put(state, precondition).await
     }
 
-    async fn day(&self, date: &Date) -> Result<Vec<InstanceState>, StoreError> {
-        self.inner.day(date).await
+    async fn bucket(&self, date: &Date, bucket: u64) -> Result<Vec<InstanceState>, StoreError> {
+        self.inner.bucket(date, bucket).await
     }
 }
 

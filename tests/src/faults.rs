@@ -80,11 +80,11 @@ impl<T: StateStore> StateStore for Crashing<T> {
         self.inner.get(key).await
     }
 
-    async fn day(&self, date: &Date) -> Result<Vec<InstanceState>, StoreError> {
+    async fn bucket(&self, date: &Date, bucket: u64) -> Result<Vec<InstanceState>, StoreError> {
         if !self.spend() {
             return Err(crash());
         }
-        self.inner.day(date).await
+        self.inner.bucket(date, bucket).await
     }
 
     async fn put(
@@ -311,8 +311,8 @@ impl<T: StateStore> StateStore for LostResponse<T> {
         self.inner.get(key).await
     }
 
-    async fn day(&self, date: &Date) -> Result<Vec<InstanceState>, StoreError> {
-        self.inner.day(date).await
+    async fn bucket(&self, date: &Date, bucket: u64) -> Result<Vec<InstanceState>, StoreError> {
+        self.inner.bucket(date, bucket).await
     }
 
     async fn put(
