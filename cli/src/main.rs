@@ -8,6 +8,7 @@
 mod aws;
 mod cost;
 mod demo;
+mod error_line;
 mod rules_cmd;
 mod run;
 mod runtime;
@@ -128,7 +129,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tally: {e:#}");
+            eprintln!("tally: {}", error_line::error_line(&e));
             ExitCode::FAILURE
         }
     }

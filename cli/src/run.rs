@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tally_core::rules::RuleSet;
 use tally_embedded::notifier::JsonLinesNotifier;
 
+use crate::error_line::error_line;
 use crate::runtime::{CycleReport, Runtime, RuntimeConfig};
 
 #[derive(Debug, clap::Args)]
@@ -140,7 +141,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 &report,
                 args.snapshot_prefix.trim_end_matches('/'),
             ),
-            Err(e) => eprintln!("tally: {e:#}; trying again"),
+            Err(e) => eprintln!("tally: {}; trying again", error_line(&e)),
         }
     }
     eprintln!("tally: stopped; everything seen so far is processed");
