@@ -74,7 +74,7 @@ fn json_carries_every_figure_input_and_assumption() {
         .as_f64()
         .expect("the seed's yearly cost");
     assert!(0.0 < tally && tally < seed, "{tally} vs {seed}");
-    // README: 100 uploads of 100 counters are 200 write units; 362 per batch.
+    // docs/design.md §3 and §5: 100 uploads of 100 counters are 200 write units; 362 per batch.
     assert_eq!(
         json["tally_stages"]["ingest_write_units"].as_f64(),
         Some(200.0)

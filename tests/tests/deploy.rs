@@ -678,7 +678,7 @@ fn functions_run_as_the_budgets_and_the_stages_need() {
     assert!((40..=120).contains(&timeout("IngestFunction")));
     assert!((60..=300).contains(&timeout("AggregateFunction")));
     // A redelivered batch may wait out a 60 s outbox lease (plus 5 s) and then
-    // publish within the 45 s budget: about two minutes (README).
+    // publish within the 45 s budget: about two minutes (docs/design.md §6).
     assert!((120..=300).contains(&timeout("RulesFunction")));
     // Ingest is invoked asynchronously by SNS: its failures go to a queue too.
     let invoke = &function(&t, "IngestFunction")["EventInvokeConfig"];
@@ -706,7 +706,7 @@ fn stream_mappings_keep_the_exactly_once_scheme() {
         assert_eq!(p["StartingPosition"], "TRIM_HORIZON", "{id}");
         // Above 1 Lambda orders records only per item, not per hash key,
         // and the aggregate stage needs a (date, bucket)'s records in
-        // order, one invocation at a time (README, "Aggregate").
+        // order, one invocation at a time (docs/design.md §5).
         assert_eq!(p["ParallelizationFactor"], "1", "{id}");
         assert_eq!(
             p["FunctionResponseTypes"],
@@ -735,7 +735,7 @@ fn stream_mappings_keep_the_exactly_once_scheme() {
         );
     }
     let parameters = &t["Parameters"];
-    // README: each batch writes each changed total once, so 100 or more.
+    // docs/design.md §5: each batch writes each changed total once, so 100 or more.
     let batch: u64 = text(&parameters["StreamBatchSize"]["Default"])
         .parse()
         .unwrap();

@@ -48,7 +48,7 @@ pub struct Workload {
     #[arg(long = "period", value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub period_seconds: u64,
     /// Percentage of the counters whose value moves each period (the same
-    /// counters on every changing instance, as in the README's rounds).
+    /// counters on every changing instance, as in the rounds of docs/design.md §5).
     #[arg(long = "changed-counters", value_name = "PERCENT", default_value_t = 100.0, value_parser = parse_percent)]
     pub changed_counters_percent: f64,
     /// Percentage of the instances whose body changes each period; the

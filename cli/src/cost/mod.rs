@@ -23,7 +23,7 @@
 //! carry "2 write units per upload": it builds representative items of both
 //! designs from a sample fleet and bills them with the functions the stages
 //! use to log their capacity ([`tally_core::capacity`]). At the measured
-//! workload this reproduces the README's measured tables exactly (the output
+//! workload this reproduces the measured tables of docs/design.md §5 and §6 exactly (the output
 //! says so, and a test pins it); elsewhere it computes what those runs would
 //! have measured.
 //!
@@ -201,7 +201,7 @@ mod tests {
         for check in &e.checks {
             assert!(check.matches, "{check:?}");
         }
-        // README: 100 uploads × 2 write units.
+        // docs/design.md §3: 100 uploads × 2 write units.
         assert_eq!(e.tally_stages.ingest_write_units, 200.0);
         assert_eq!(e.tally_stages.ingest_write_units_per_upload, 2.0);
         assert_eq!(e.tally_stages.aggregate_write_units, 362.0);
@@ -282,7 +282,7 @@ mod tests {
         assert!(e.tally.per_year_usd < per_counter.per_year_usd);
         assert!(e.tally.per_year_on_demand_usd < per_counter.per_year_on_demand_usd);
         assert!(e.tally.per_year_provisioned_usd < per_counter.per_year_provisioned_usd);
-        // README, Aggregate: 20,000 + 20,000 write units a minute.
+        // docs/design.md §5: 20,000 + 20,000 write units a minute.
         assert_eq!(per_counter.per_period.write_units, 40_000.0);
     }
 

@@ -17,7 +17,7 @@
 //!
 //! At the measured workload (100 instances × 100 counters every minute)
 //! this model writes 20,000 units a minute to the counter items and 20,000
-//! to the totals, the figures measured on the design (README: "Aggregate").
+//! to the totals, the figures measured on the design (docs/design.md §5).
 //! On today's on-demand prices that alone is about $13,100 a year, three
 //! times the design's whole reported figure, so it is unlikely to have been
 //! priced on demand (DynamoDB had no on-demand mode until November 2018).

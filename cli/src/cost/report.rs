@@ -19,7 +19,7 @@ use super::per_counter_model::{
 use super::prices::{Billing, HOURS_PER_MONTH};
 use super::tally_model::{SNAPSHOT_PUTS, TallyStages};
 
-/// A figure the README measured, next to what this model computes.
+/// A figure measured in docs/design.md, next to what this model computes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Check {
     pub what: String,
@@ -64,7 +64,7 @@ pub struct Estimate {
     pub assumptions: Vec<Assumption>,
 }
 
-/// The README's measured figures, where this workload is the one they were
+/// The measured figures of docs/design.md, where this workload is the one they were
 /// measured at.
 pub fn checks(
     inputs: &Inputs,
@@ -94,10 +94,10 @@ pub fn checks(
             "ingest write units per round of 100 uploads".into(),
             200.0,
             stages.ingest_write_units,
-            "README: tally demo, round 1 and 3",
+            "docs/design.md §3; tally demo, round 1 and 3",
         );
     }
-    // The README's aggregate table: (records per batch, % changed) → (write, read) units per round.
+    // The aggregate table of docs/design.md §5: (records per batch, % changed) → (write, read) units per round.
     const AGGREGATE: [(u64, u64, f64, f64); 6] = [
         (10, 10, 500.0, 740.0),
         (10, 50, 1300.0, 1140.0),
@@ -118,7 +118,7 @@ pub fn checks(
                     ),
                     wu,
                     stages.aggregate_write_units,
-                    "README, Aggregate: the seed_costs example",
+                    "docs/design.md §5: the seed_costs example",
                 );
                 check(
                     format!(
@@ -126,7 +126,7 @@ pub fn checks(
                     ),
                     ru,
                     stages.aggregate_read_units,
-                    "README, Aggregate: the seed_costs example",
+                    "docs/design.md §5: the seed_costs example",
                 );
             }
         }
@@ -136,13 +136,13 @@ pub fn checks(
             "rules read units per batch".into(),
             130.0,
             stages.rules_read_units_per_batch,
-            "README: rules_costs example",
+            "docs/design.md §6: the rules_costs example",
         );
         check(
             "rules write units per batch (no alert transition)".into(),
             1.0,
             stages.rules_write_units_per_batch,
-            "README: rules_costs example",
+            "docs/design.md §6: the rules_costs example",
         );
     }
     if let Some(per_counter) = per_counter {
@@ -151,7 +151,7 @@ pub fn checks(
             "per-counter design's state write units per minute".into(),
             20_000.0,
             per_counter.state_write_units * per_minute,
-            "README, Aggregate: measured on the per-counter design",
+            "docs/design.md §5: measured on the per-counter design",
         );
         if everyone && fleet.changed_counters == 100 {
             check(
@@ -159,7 +159,7 @@ pub fn checks(
                     .into(),
                 20_000.0,
                 per_counter.totals_write_units * per_minute,
-                "README, Aggregate: measured on the per-counter design",
+                "docs/design.md §5: measured on the per-counter design",
             );
         }
     }
@@ -479,7 +479,7 @@ pub fn render(e: &Estimate) -> String {
         (None, None) => {}
     }
     if !e.checks.is_empty() {
-        let _ = writeln!(out, "\nMeasured figures at this workload (README):");
+        let _ = writeln!(out, "\nMeasured figures at this workload (docs/design.md):");
         for c in &e.checks {
             wrap(
                 &mut out,

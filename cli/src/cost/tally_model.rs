@@ -1,6 +1,6 @@
-//! tally's side of the comparison, stage by stage as the README and the
-//! stage modules describe them (README: "Ingest", "Aggregate", "Rules,
-//! alerts and the snapshot"), per upload period:
+//! tally's side of the comparison, stage by stage as docs/design.md and the
+//! stage modules describe them (docs/design.md §4 Ingest, §5 Aggregate,
+//! §6 Rules and alerts), per upload period:
 //!
 //! - **ingest**, per upload (one invocation each: SNS delivers one S3 event
 //!   per message): a strongly consistent read of the instance's state; for a
@@ -43,7 +43,7 @@ const SEQUENCER: &str = "0055AED6DCD90281E5";
 /// The rules stage's day mark: one read and one claim (a write) per batch.
 const MARK_UNITS: u64 = 1;
 /// The day's alert records, queried once per batch: one 4 KB read unit with
-/// the shipped rules (README's measured 130 = 128 partials + mark + this).
+/// the shipped rules (docs/design.md §6's measured 130 = 128 partials + mark + this).
 const ALERT_QUERY_UNITS: u64 = 1;
 /// The snapshot for the downstream job that reads it: the text and the JSON
 /// object, one PUT each.
