@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks that every third-party crate tally builds with is permissively licensed.
 
-DESIGN §5: every dependency must be permissively licensed, and evalexpr must
+docs/design.md §9: every dependency must be permissively licensed, and evalexpr must
 stay at 11.3.1 (MIT), because evalexpr 12.0 and later are AGPL-3.0-only.
 
 The dependency graph is cargo's own: `cargo metadata --format-version 1
@@ -62,7 +62,7 @@ ALLOWED = {
 # again. Empty: every crate in the graph declares an SPDX expression.
 EXCEPTIONS: dict[tuple[str, str], str] = {}
 
-# evalexpr is the one crate pinned for licence reasons (DESIGN §5).
+# evalexpr is the one crate pinned for licence reasons (docs/design.md §9).
 EVALEXPR = "evalexpr"
 EVALEXPR_VERSION = "11.3.1"
 

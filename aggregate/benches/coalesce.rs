@@ -26,7 +26,7 @@
 //! - `coalesce/handle-sqlite-100`: the same handler over the embedded
 //!   runtime's SQLite store (an in-memory database), as `tally run` uses it.
 //!
-//! The workload is the seed's (DESIGN §7): 100 instances, each reporting
+//! The workload is the seed's (docs/design.md §8): 100 instances, each reporting
 //! `COUNTER1`..`COUNTER100`, uploading once a minute. Each iteration handles
 //! the next minute's batch: 100 `MODIFY` records whose old image is the
 //! previous minute's body and whose new image has every counter grown, so

@@ -3,7 +3,7 @@
 //! One Publish per message, with `MessageStructure: json` so that each kind
 //! of subscriber gets the rendering it can use: queues, Lambda functions and
 //! HTTP endpoints get `default`, the notification as compact JSON (the body
-//! DESIGN §3 promises); email gets the plain text; SMS gets the subject line.
+//! docs/design.md §7 promises); email gets the plain text; SMS gets the subject line.
 //! The subject and the message attributes `severity`, `rule` and `state` go
 //! with every delivery, so subscribers can filter without parsing the body.
 

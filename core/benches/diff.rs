@@ -5,9 +5,9 @@
 //!
 //! Why: every accepted upload becomes one stream record, and the aggregate
 //! stage diffs its two images before anything else; at the seed's workload
-//! (DESIGN §7: 100 instances × 100 counters a minute) that is 100 diffs of
+//! (docs/design.md §8: 100 instances × 100 counters a minute) that is 100 diffs of
 //! 100 counters a minute, and at 100,000 instances a thousand times more.
-//! DESIGN §7 asks that an invocation's own CPU time be a small fraction of
+//! docs/design.md §8 asks that an invocation's own CPU time be a small fraction of
 //! its AWS round trips (a DynamoDB call takes milliseconds), so a diff must
 //! cost microseconds, and stay linear in the body up to the 1 MiB cap.
 //!

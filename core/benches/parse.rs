@@ -1,7 +1,7 @@
 //! Parsing benchmarks: upload bodies ([`tally_core::body::parse`]) and object
 //! keys ([`tally_core::key::parse_key`], [`tally_core::key::decode_event_key`]).
 //!
-//! Why: DESIGN §7 budgets the CPU so that parsing is never the bottleneck:
+//! Why: docs/design.md §8 budgets the CPU so that parsing is never the bottleneck:
 //! at least 30 million counters per second per core (the seed's Python
 //! split + dict does about 3 million). Every upload is parsed in full by
 //! ingest, so this is the number that decides whether an invocation's CPU

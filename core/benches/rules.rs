@@ -6,7 +6,7 @@
 //!
 //! Why: the rules stage runs this once per date per totals-stream batch,
 //! between an isolated read of the day's partial items and its alert
-//! writes. DESIGN §7 asks that an invocation's own CPU time be a small
+//! writes. docs/design.md §8 asks that an invocation's own CPU time be a small
 //! fraction of its AWS round trips (milliseconds each), and the functions
 //! run at 128 MB, i.e. a fraction of a vCPU: evaluation must stay well
 //! under a millisecond-scale budget even with a large rules directory, so

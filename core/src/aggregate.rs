@@ -5,8 +5,8 @@
 //! Every state change (one instance's body before and after) must land in
 //! the totals exactly once, although Lambda may deliver a stream batch again
 //! whole, in halves, or from a reported failure onwards, several shards run
-//! at once, and an event does not say which shard it came from. DESIGN §2
-//! names three workable schemes; at the seed's workload (100 instances × 100
+//! at once, and an event does not say which shard it came from. Three
+//! schemes are workable; at the seed's workload (100 instances × 100
 //! counters a minute) and at 100,000 instances they cost:
 //!
 //! | scheme | per batch of 100 changes, seed workload | at 100,000 instances |

@@ -10,13 +10,13 @@
 //!
 //! Parsing borrows names from the body and checks duplicates with a hash set;
 //! it allocates one vector and one set per body, never per token, because it
-//! runs on every upload (DESIGN §7: at least 30 million counters per second
+//! runs on every upload (docs/design.md §8: at least 30 million counters per second
 //! per core; `cargo bench -p tally-core --bench parse` measures it).
 
 use std::collections::HashSet;
 use std::fmt;
 
-/// The default cap on a body's size in bytes (DESIGN §1: 1 MiB).
+/// The default cap on a body's size in bytes (docs/design.md §1: 1 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 
 /// The longest counter name, in bytes of UTF-8.

@@ -14,7 +14,7 @@ use std::fmt;
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 
-/// The default key prefix of uploads (DESIGN §1).
+/// The default key prefix of uploads (docs/design.md §1).
 pub const DEFAULT_PREFIX: &str = "counters";
 
 /// The longest instance id, in bytes of UTF-8.

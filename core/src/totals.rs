@@ -1,7 +1,7 @@
 //! Fleet totals as a batch job computes them: the invariant's oracle.
 //!
 //! `total(D, c)` is the sum, over the day's instances, of each one's last
-//! accepted value for `c` (DESIGN §1). Sums are `i128`: a hundred thousand
+//! accepted value for `c` (docs/design.md §1). Sums are `i128`: a hundred thousand
 //! instances of `i64::MAX` must not overflow, and DynamoDB numbers hold 38
 //! digits, more than any such sum needs.
 

@@ -1,7 +1,7 @@
 //! [`tally_core::capacity`] checked against the worked examples and rules
 //! in AWS's DynamoDB Developer Guide.
 //!
-//! Why: tally's budgets (DESIGN §7) are in DynamoDB capacity units, and
+//! Why: tally's budgets (docs/design.md §8) are in DynamoDB capacity units, and
 //! the stages report what AWS would bill by computing it from item sizes,
 //! because a test server's own consumed-capacity figures are not real. If
 //! these functions drifted from DynamoDB's published rules, every reported

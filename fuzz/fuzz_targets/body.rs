@@ -1,7 +1,7 @@
 //! Fuzzes the upload body parser, `tally_core::body::parse`.
 //!
 //! Every upload's body reaches it, written by whatever runs on the instances,
-//! so it must never panic, and what it accepts must be exactly what DESIGN §1
+//! so it must never panic, and what it accepts must be exactly what docs/design.md §1
 //! allows. The parser has a hand-written fast path (eight bytes at a time, a
 //! byte-class table, its own decimal conversion, a shortcut for names that
 //! cannot hold a forbidden character), so this target checks it against a
@@ -19,7 +19,7 @@ use std::collections::HashSet;
 use libfuzzer_sys::fuzz_target;
 use tally_core::body::{BodyError, DEFAULT_MAX_BODY_BYTES, MAX_NAME_BYTES, parse};
 
-/// DESIGN §1 as plainly as it reads: tokens split on space, tab, CR and LF;
+/// docs/design.md §1 as plainly as it reads: tokens split on space, tab, CR and LF;
 /// pairs of NAME VALUE; names 1–255 bytes without whitespace or control
 /// characters, each once; values what `i64::from_str` accepts.
 fn reference(body: &[u8]) -> Option<Vec<(&str, i64)>> {

@@ -1,5 +1,5 @@
 //! A model-based property test of the whole ingest → aggregate path against
-//! the AWS API server, checked against the invariant of DESIGN §1: once the
+//! the AWS API server, checked against the invariant of docs/design.md §1: once the
 //! stream is drained, every (date, counter) total equals what a batch job
 //! computes from the objects in the bucket, and `reconcile` (a second oracle,
 //! recomputing from the state table) finds no drift.

@@ -347,7 +347,7 @@ async fn s3_record_with_the_key_as_a_number_is_refused_and_changes_nothing() {
 }
 
 // ---------------------------------------------------------------------------
-// Keys ingest does not own: ignored with a log line, not failed (DESIGN §1).
+// Keys ingest does not own: ignored with a log line, not failed (docs/design.md §1).
 // ---------------------------------------------------------------------------
 
 /// Uploads a good body at `key` for real and delivers its event: if ingest
@@ -516,7 +516,7 @@ async fn events_for_another_bucket_are_ignored_with_a_reason_and_change_nothing(
 }
 
 // ---------------------------------------------------------------------------
-// Bodies of every rejected kind (DESIGN §1): rejected whole, the instance
+// Bodies of every rejected kind (docs/design.md §1): rejected whole, the instance
 // keeps its last accepted state, the reason says where.
 // Unit level: core/src/body.rs; end to end: tests/tests/ingest.rs
 // (every_rejected_body_keeps_the_previous_state_and_says_exactly_why).
@@ -1084,7 +1084,7 @@ async fn a_totals_record_whose_key_is_of_the_wrong_dynamodb_type_is_refused_and_
 
 #[tokio::test]
 async fn counter_names_that_look_like_dynamodb_expressions_are_stored_and_output_unchanged() {
-    // Names cannot hold whitespace (DESIGN §1), so fragments such as
+    // Names cannot hold whitespace (docs/design.md §1), so fragments such as
     // `) OR attribute_exists(x` and `SET x = :v` are written without spaces;
     // everything else DynamoDB's expression syntax gives meaning to is here:
     // placeholders, attribute names of the tables, functions, paths.
@@ -1489,7 +1489,7 @@ async fn builtin_functions_overflowing_i64_are_those_rules_errors_only() {
 
 #[tokio::test]
 async fn totals_beyond_i64_are_summed_exactly_and_compared_without_error() {
-    // Two instances at i64::MAX: the total needs i128 (DESIGN §1), the
+    // Two instances at i64::MAX: the total needs i128 (docs/design.md §1), the
     // snapshot shows it exactly, and expressions compare it as a float.
     let rules = format!(
         "{RULES}  - name: big-total\n    expr: 'big > 9000000000000000000'\n  - name: big-sum\n    expr: 'sum(\"bi*\") > 18000000000000000000'\n"

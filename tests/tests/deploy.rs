@@ -645,7 +645,7 @@ fn functions_run_as_the_budgets_and_the_stages_need() {
         assert_eq!(f["Runtime"], "provided.al2023", "{id}");
         assert_eq!(f["Architectures"], json!(["arm64"]), "{id}");
         assert_eq!(f["Handler"], "bootstrap", "{id}");
-        // DESIGN §7: the functions run at 128 MB.
+        // docs/design.md §8: the functions run at 128 MB.
         assert_eq!(f["MemorySize"], "128", "{id}");
         assert!(
             f.get("Policies").is_none(),
