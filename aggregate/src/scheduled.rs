@@ -229,7 +229,8 @@ mod tests {
     use tally_core::ordering::OrderingKey;
     use tally_core::ports::{Precondition, TotalsStore};
     use tally_core::state::{Content, InstanceState, StateItem};
-    use tally_embedded::database::{Database, SqliteTotalsStore};
+    use tally_embedded::database::Database;
+    use tally_embedded::totals_tables::SqliteTotalsStore;
 
     use super::*;
 

@@ -12,8 +12,9 @@ use tally_core::key::{Date, UploadKey};
 use tally_core::ordering::OrderingKey;
 use tally_core::ports::{Precondition, PutOutcome, StateStore, StoreError, TotalsStore};
 use tally_core::state::{Content, InstanceState, StateItem, bucket_of};
-use tally_embedded::database::{Database, SqliteTotalsStore};
-use tally_embedded::sqlite::SqliteStateStore;
+use tally_embedded::database::Database;
+use tally_embedded::state_table::SqliteStateStore;
+use tally_embedded::totals_tables::SqliteTotalsStore;
 
 const DATE: &str = "2015-11-16";
 

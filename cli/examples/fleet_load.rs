@@ -20,7 +20,7 @@
 //!
 //! **Paths.**
 //!
-//! - `embedded`: `tally run`'s runtime (the same source file, compiled in
+//! - `embedded`: `tally run`'s local pipeline (the same source file, compiled in
 //!   here so its per-cycle report can be read) over a temporary directory
 //!   and SQLite. Each round writes every instance's file (write aside,
 //!   rename into place, as upload tools do) and then runs one cycle: scan,
@@ -63,8 +63,8 @@
 //! round, so a figure from a wrong run is never printed as a good one.
 
 #[allow(dead_code)]
-#[path = "../src/runtime.rs"]
-mod runtime;
+#[path = "../src/local_pipeline.rs"]
+mod local_pipeline;
 
 use std::time::{Duration, Instant};
 
@@ -278,12 +278,12 @@ fn peak_kb() -> Option<u64> {
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// The embedded runtime over a temporary directory.
+/// The local pipeline over a temporary directory.
 struct Embedded {
     dir: tempfile::TempDir,
     folder: std::path::PathBuf,
     date: Date,
-    runtime: runtime::Runtime,
+    pipeline: local_pipeline::LocalPipeline,
     notifier: JsonLinesNotifier,
 }
 
@@ -296,23 +296,24 @@ impl Embedded {
         std::fs::create_dir_all(&folder)
             .with_context(|| format!("creating {}", folder.display()))?;
         let notifier = JsonLinesNotifier::silent().keeping();
-        let mut runtime = runtime::Runtime::open(runtime::RuntimeConfig {
-            root: dir.path().to_path_buf(),
-            database: dir.path().join(".tally").join("tally.sqlite"),
-            prefix: "counters".to_owned(),
-            snapshot_prefix: "totals".to_owned(),
-            rules: tally_rules::bundled::rules(),
-            notifier: notifier.clone(),
-            alert_days: 2,
-        })?;
+        let mut pipeline =
+            local_pipeline::LocalPipeline::open(local_pipeline::LocalPipelineConfig {
+                root: dir.path().to_path_buf(),
+                database: dir.path().join(".tally").join("tally.sqlite"),
+                prefix: "counters".to_owned(),
+                snapshot_prefix: "totals".to_owned(),
+                rules: tally_rules::bundled::rules(),
+                notifier: notifier.clone(),
+                alert_days: 2,
+            })?;
         // The runtime is up and has seen the empty bucket before the fleet
         // uploads, as `tally run` would be.
-        runtime.cycle(None).await?;
+        pipeline.cycle(None).await?;
         Ok(Embedded {
             dir,
             folder,
             date,
-            runtime,
+            pipeline,
             notifier,
         })
     }
@@ -330,7 +331,7 @@ impl Embedded {
         }
         let write = started.elapsed();
         let started = Instant::now();
-        let report = self.runtime.cycle(None).await?;
+        let report = self.pipeline.cycle(None).await?;
         let reaction = started.elapsed();
         if report.ingest.written != u64::from(workload.instances) {
             bail!(

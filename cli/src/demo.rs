@@ -2,7 +2,7 @@
 //!
 //! It writes a sample fleet (100 instances × 100 counters by default) into a
 //! directory laid out like the bucket and runs compressed "minutes" of
-//! uploads through the embedded runtime, the same code as `tally run` and
+//! uploads through the embedded pipeline, the same code as `tally run` and
 //! the Lambdas, with the rules in rules-config/. Each minute it shows what
 //! changed, the alerts sent, where the snapshot is and how long the minute
 //! took, and what the same minute costs on DynamoDB next to the per-counter
@@ -19,7 +19,7 @@ use tally_core::key::{Date, UploadKey};
 use tally_embedded::notifier::JsonLinesNotifier;
 
 use crate::cost::per_counter_model;
-use crate::runtime::{CycleReport, Runtime, RuntimeConfig};
+use crate::local_pipeline::{CycleReport, LocalPipeline, LocalPipelineConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -130,7 +130,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let notifier = JsonLinesNotifier::silent().keeping();
-    let mut runtime = Runtime::open(RuntimeConfig {
+    let mut pipeline = LocalPipeline::open(LocalPipelineConfig {
         root: root.clone(),
         database: root.join(".tally").join("tally.sqlite"),
         prefix: tally_core::key::DEFAULT_PREFIX.to_owned(),
@@ -177,7 +177,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!();
 
     let mut show = Show {
-        runtime: &mut runtime,
+        pipeline: &mut pipeline,
         notifier: &notifier,
         date: &date,
         root: &root,
@@ -249,9 +249,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs a minute through the runtime and prints what happened.
+/// Runs a minute through the pipeline and prints what happened.
 struct Show<'a> {
-    runtime: &'a mut Runtime,
+    pipeline: &'a mut LocalPipeline,
     notifier: &'a JsonLinesNotifier,
     date: &'a Date,
     root: &'a std::path::Path,
@@ -260,9 +260,9 @@ struct Show<'a> {
 impl Show<'_> {
     async fn minute(&mut self, minute: u32, what: &str, fleet: &Fleet) -> Result<()> {
         let started = Instant::now();
-        let report = self.runtime.cycle(None).await?;
+        let report = self.pipeline.cycle(None).await?;
         let took = started.elapsed();
-        let totals = self.runtime.totals(self.date)?;
+        let totals = self.pipeline.totals(self.date)?;
         println!("minute {minute}: {what}");
         print_report(&report, fleet);
         println!(

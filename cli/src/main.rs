@@ -9,9 +9,9 @@ mod aws;
 mod cost;
 mod demo;
 mod error_line;
-mod rules_cmd;
+mod local_pipeline;
+mod rules;
 mod run;
-mod runtime;
 
 use std::process::ExitCode;
 
@@ -60,7 +60,7 @@ enum Command {
     Run(run::RunArgs),
     /// Check, test and try out ops' rules.
     #[command(subcommand)]
-    Rules(rules_cmd::RulesCommand),
+    Rules(rules::RulesCommand),
     /// Ingest what already is in an S3 bucket (a first deploy).
     ///
     /// Lists the counters prefix (one date, or all) and runs each object
@@ -118,7 +118,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Run(args) => run::run(args).await,
-            Command::Rules(command) => rules_cmd::run(command).await,
+            Command::Rules(command) => rules::run(command).await,
             Command::Backfill(args) => aws::backfill::run(args).await,
             Command::Reconcile(args) => aws::reconcile::run(args).await,
             Command::Invoke(args) => aws::invoke::run(args).await,

@@ -1,4 +1,4 @@
-//! `tally run`: the embedded runtime on a directory, until Ctrl-C.
+//! `tally run`: the embedded pipeline on a directory, until Ctrl-C.
 //!
 //! Human messages go to stderr; stdout carries only alerts, one JSON object
 //! per line, so `tally run ... | jq` works.
@@ -14,7 +14,7 @@ use tally_core::rules::RuleSet;
 use tally_embedded::notifier::JsonLinesNotifier;
 
 use crate::error_line::error_line;
-use crate::runtime::{CycleReport, Runtime, RuntimeConfig};
+use crate::local_pipeline::{CycleReport, LocalPipeline, LocalPipelineConfig};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -82,7 +82,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         .state
         .clone()
         .unwrap_or_else(|| args.bucket.join(".tally").join("tally.sqlite"));
-    let mut runtime = Runtime::open(RuntimeConfig {
+    let mut pipeline = LocalPipeline::open(LocalPipelineConfig {
         root: args.bucket.clone(),
         database: database.clone(),
         prefix: args.prefix.trim_end_matches('/').to_owned(),
@@ -112,14 +112,18 @@ pub async fn run(args: RunArgs) -> Result<()> {
         );
         bar
     });
-    let first = runtime
+    let first = pipeline
         .cycle(progress.as_ref())
         .await
         .context("processing what is in the directory")?;
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
-    describe(&runtime, &first, args.snapshot_prefix.trim_end_matches('/'));
+    describe(
+        &pipeline,
+        &first,
+        args.snapshot_prefix.trim_end_matches('/'),
+    );
     if args.once {
         return Ok(());
     }
@@ -135,9 +139,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         // A cycle runs to its end: stopping only between cycles means a
         // stop never leaves a stage half done (a crash would be safe too,
         // just slower to resume).
-        match runtime.cycle(None).await {
+        match pipeline.cycle(None).await {
             Ok(report) => describe(
-                &runtime,
+                &pipeline,
                 &report,
                 args.snapshot_prefix.trim_end_matches('/'),
             ),
@@ -149,7 +153,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
 }
 
 /// One line per cycle that did something, plus each rejected upload.
-fn describe(runtime: &Runtime, report: &CycleReport, snapshot_prefix: &str) {
+fn describe(pipeline: &LocalPipeline, report: &CycleReport, snapshot_prefix: &str) {
     for path in &report.unnamed {
         eprintln!(
             "tally: {}: the file name is not UTF-8, so it names no instance; rename it",
@@ -177,7 +181,7 @@ fn describe(runtime: &Runtime, report: &CycleReport, snapshot_prefix: &str) {
     for date in &report.dates {
         eprintln!(
             "tally: snapshot {}",
-            runtime
+            pipeline
                 .root()
                 .join(snapshot_prefix)
                 .join(date.as_str())

@@ -1,7 +1,14 @@
-//! One SQLite file holding every table of the embedded runtime: the state
-//! table and its change log ([`crate::sqlite`]), the partial items and the
-//! totals with the totals' change log, the alert records and marks, the
-//! stages' checkpoints in the change logs, and the runtime's sequencer.
+//! One SQLite file holding every table of the embedded runtime, as the
+//! DynamoDB tables are on AWS. This module opens the file, takes its lock,
+//! creates the schema, and keeps what the tables share: the stages'
+//! checkpoints and the runtime's sequencer (`positions`), the change logs'
+//! plumbing, and the conditional write. The tables' adapters sit above it,
+//! one module each like their DynamoDB counterparts: the state table and its
+//! change log in [`crate::state_table`], the partial items and the totals
+//! with the totals' change log in [`crate::totals_tables`], the alert records
+//! and marks in [`crate::alerts_table`]. Each adds its accessor
+//! ([`Database::state`], [`Database::totals`], [`Database::alerts`]) to
+//! [`Database`]; this module names none of them.
 //!
 //! Every item is stored as JSON of the same type the DynamoDB adapters map
 //! with `serde_dynamo`, and every conditional write runs its check and its
@@ -40,7 +47,6 @@
 //! either: it is taken at the first write, a second process finds out only
 //! after its busy timeout, and nothing can say who holds it.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -49,12 +55,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tally_core::aggregate::{Basis, PartialItem, TotalItem};
-use tally_core::key::Date;
-use tally_core::ports::{AlertStore, PutOutcome, StoreError, TotalsStore};
-use tally_core::rules::alert::AlertRecord;
-
-use crate::sqlite::SqliteStateStore;
+use tally_core::ports::{PutOutcome, StoreError};
 
 const SCHEMA: &str = "
     PRAGMA journal_mode = WAL;
@@ -123,7 +124,7 @@ pub(crate) fn change_rows(
 
 /// Whether a versioned item may be written over what is stored: the stored
 /// item is at `read_version`, or absent when that is 0.
-fn at_version(stored: Option<u64>, read_version: u64) -> bool {
+pub(crate) fn at_version(stored: Option<u64>, read_version: u64) -> bool {
     stored.unwrap_or(0) == read_version
 }
 
@@ -132,14 +133,16 @@ fn at_version(stored: Option<u64>, read_version: u64) -> bool {
 pub struct Database {
     connection: Arc<Mutex<Connection>>,
     path: String,
-    lock: Option<Arc<DatabaseLock>>,
+    /// Keeps the database's lock while any handle on it, or any store
+    /// over it, is in use.
+    _lock: Option<Arc<DatabaseLock>>,
 }
 
 /// The exclusive lock on a database (see the module doc), held while the
 /// file is open: released when the last handle on the database is dropped
 /// or the process ends.
 #[derive(Debug)]
-pub(crate) struct DatabaseLock {
+struct DatabaseLock {
     _file: File,
 }
 
@@ -217,14 +220,6 @@ impl ChangeLog {
     }
 }
 
-/// One row of the totals' change log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TotalChange {
-    pub sequence: i64,
-    pub old: Option<TotalItem>,
-    pub new: TotalItem,
-}
-
 impl Database {
     /// Opens (creating if needed) the database at `path`, taking its lock
     /// (see the module doc); an in-memory database (`:memory:`) has none.
@@ -245,7 +240,7 @@ impl Database {
         Ok(Database {
             connection: Arc::new(Mutex::new(connection)),
             path: display,
-            lock,
+            _lock: lock,
         })
     }
 
@@ -253,26 +248,7 @@ impl Database {
         &self.path
     }
 
-    /// The state table.
-    pub fn state(&self) -> SqliteStateStore {
-        SqliteStateStore::over(
-            self.connection.clone(),
-            self.path.clone(),
-            self.lock.clone(),
-        )
-    }
-
-    /// The partial items and the totals.
-    pub fn totals(&self) -> SqliteTotalsStore {
-        SqliteTotalsStore { db: self.clone() }
-    }
-
-    /// The alert records and marks.
-    pub fn alerts(&self) -> SqliteAlertStore {
-        SqliteAlertStore { db: self.clone() }
-    }
-
-    fn error(
+    pub(crate) fn error(
         &self,
         what: &str,
         error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -280,9 +256,18 @@ impl Database {
         StoreError::new(format!("{what} in database {}", self.path), error)
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.lock_or(|what, why| self.error(what, why))
+    }
+
+    /// The connection, or the error `error` makes of a poisoned lock (a
+    /// store names itself in its errors).
+    pub(crate) fn lock_or(
+        &self,
+        error: impl FnOnce(&str, &str) -> StoreError,
+    ) -> Result<MutexGuard<'_, Connection>, StoreError> {
         self.connection.lock().map_err(|_| {
-            self.error(
+            error(
                 "locking the connection",
                 "a writer panicked while holding it; restart the process (committed writes are safe on disk)",
             )
@@ -333,28 +318,6 @@ impl Database {
         Ok(next.max(0) as u64)
     }
 
-    /// Rows of the totals' change log after `after`, oldest first.
-    pub fn total_changes_after(
-        &self,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<TotalChange>, StoreError> {
-        let rows = {
-            let connection = self.lock()?;
-            change_rows(&connection, "totals_changes", after, limit)
-                .map_err(|e| self.error("reading the totals' change log", e))?
-        };
-        rows.into_iter()
-            .map(|(sequence, old, new)| {
-                Ok(TotalChange {
-                    sequence,
-                    old: old.as_deref().map(|t| self.decode(t)).transpose()?,
-                    new: self.decode(&new)?,
-                })
-            })
-            .collect()
-    }
-
     /// The last sequence number the state's change log handed out (0 before
     /// the first), pruned or not.
     pub fn last_state_change(&self) -> Result<i64, StoreError> {
@@ -394,7 +357,7 @@ impl Database {
     }
 
     /// The items (one JSON column) a query selects, decoded.
-    fn select<T: DeserializeOwned>(
+    pub(crate) fn select<T: DeserializeOwned>(
         &self,
         connection: &Connection,
         what: &str,
@@ -411,7 +374,7 @@ impl Database {
     }
 
     /// The one item (one JSON column) a query selects, if any, decoded.
-    fn select_one<T: DeserializeOwned>(
+    pub(crate) fn select_one<T: DeserializeOwned>(
         &self,
         connection: &Connection,
         what: &str,
@@ -428,7 +391,7 @@ impl Database {
     /// Runs `write` in one immediate transaction if `holds` says the stored
     /// item (read by `read`, in the same transaction) allows it: the
     /// embedded counterpart of a conditional write.
-    fn write_if<T: DeserializeOwned>(
+    pub(crate) fn write_if<T: DeserializeOwned>(
         &self,
         read: (&str, &[&dyn rusqlite::ToSql]),
         holds: impl FnOnce(&Connection, Option<&T>) -> Result<bool, StoreError>,
@@ -454,227 +417,12 @@ impl Database {
         Ok(PutOutcome::Written)
     }
 
-    fn decode<T: DeserializeOwned>(&self, text: &str) -> Result<T, StoreError> {
+    pub(crate) fn decode<T: DeserializeOwned>(&self, text: &str) -> Result<T, StoreError> {
         serde_json::from_str(text).map_err(|e| self.error("decoding an item", e))
     }
 
-    fn encode<T: Serialize>(&self, item: &T) -> Result<String, StoreError> {
+    pub(crate) fn encode<T: Serialize>(&self, item: &T) -> Result<String, StoreError> {
         serde_json::to_string(item).map_err(|e| self.error("encoding an item", e))
-    }
-}
-
-/// The aggregate stage's tables in SQLite.
-#[derive(Clone)]
-pub struct SqliteTotalsStore {
-    db: Database,
-}
-
-impl SqliteTotalsStore {
-    /// Every live total of a day, as task B's snapshot lists them.
-    pub fn live_totals(&self, date: &Date) -> Result<BTreeMap<String, i128>, StoreError> {
-        Ok(self
-            .totals_sync(date)?
-            .into_iter()
-            .filter_map(|total| total.value.map(|value| (total.counter, value.0)))
-            .collect())
-    }
-
-    fn totals_sync(&self, date: &Date) -> Result<Vec<TotalItem>, StoreError> {
-        let connection = self.db.lock()?;
-        self.db.select(
-            &connection,
-            "listing a day's totals",
-            "SELECT item FROM totals WHERE date = ?1 ORDER BY counter",
-            params![date.as_str()],
-        )
-    }
-}
-
-impl TotalsStore for SqliteTotalsStore {
-    async fn partial(&self, date: &Date, bucket: u64) -> Result<Option<PartialItem>, StoreError> {
-        let connection = self.db.lock()?;
-        self.db.select_one(
-            &connection,
-            "reading a partial item",
-            "SELECT item FROM partials WHERE part = ?1",
-            params![tally_core::aggregate::partial_key(date, bucket)],
-        )
-    }
-
-    async fn put_partial(
-        &self,
-        item: &PartialItem,
-        read_version: u64,
-    ) -> Result<PutOutcome, StoreError> {
-        let encoded = self.db.encode(item)?;
-        self.db.write_if::<PartialItem>(
-            ("SELECT item FROM partials WHERE part = ?1", &[&item.part]),
-            |_, stored| Ok(at_version(stored.map(|p| p.version), read_version)),
-            |connection, _| {
-                connection
-                    .execute(
-                        "INSERT INTO partials (part, date, item) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (part) DO UPDATE SET item = excluded.item",
-                        params![item.part, item.date.as_str(), encoded],
-                    )
-                    .map(|_| ())
-                    .map_err(|e| self.db.error("writing a partial item", e))
-            },
-        )
-    }
-
-    async fn partials(&self, date: &Date) -> Result<Vec<PartialItem>, StoreError> {
-        let connection = self.db.lock()?;
-        let mut partials: Vec<PartialItem> = self.db.select(
-            &connection,
-            "listing a day's partial items",
-            "SELECT item FROM partials WHERE date = ?1",
-            params![date.as_str()],
-        )?;
-        partials.sort_by_key(|p| p.bucket);
-        Ok(partials)
-    }
-
-    async fn totals_of(
-        &self,
-        date: &Date,
-        counters: &BTreeSet<String>,
-    ) -> Result<BTreeMap<String, TotalItem>, StoreError> {
-        let connection = self.db.lock()?;
-        let mut found = BTreeMap::new();
-        for counter in counters {
-            let total: Option<TotalItem> = self.db.select_one(
-                &connection,
-                "reading a total",
-                "SELECT item FROM totals WHERE date = ?1 AND counter = ?2",
-                params![date.as_str(), counter],
-            )?;
-            if let Some(total) = total {
-                found.insert(counter.clone(), total);
-            }
-        }
-        Ok(found)
-    }
-
-    async fn put_total(
-        &self,
-        item: &TotalItem,
-        replaces: Option<&Basis>,
-    ) -> Result<PutOutcome, StoreError> {
-        let new_item = self.db.encode(item)?;
-        self.db.write_if::<TotalItem>(
-            (
-                "SELECT item FROM totals WHERE date = ?1 AND counter = ?2",
-                &[&item.date.as_str(), &item.counter],
-            ),
-            |_, stored| Ok(stored.map(|t| &t.basis) == replaces),
-            |connection, old_item| {
-                connection
-                    .execute(
-                        "INSERT INTO totals (date, counter, item) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (date, counter) DO UPDATE SET item = excluded.item",
-                        params![item.date.as_str(), item.counter, new_item],
-                    )
-                    .and_then(|_| {
-                        connection.execute(
-                            "INSERT INTO totals_changes (old_item, new_item) VALUES (?1, ?2)",
-                            params![old_item, new_item],
-                        )
-                    })
-                    .map(|_| ())
-                    .map_err(|e| self.db.error("writing a total and its change", e))
-            },
-        )
-    }
-
-    async fn totals(&self, date: &Date) -> Result<Vec<TotalItem>, StoreError> {
-        self.totals_sync(date)
-    }
-}
-
-/// The alert-state table in SQLite.
-#[derive(Clone)]
-pub struct SqliteAlertStore {
-    db: Database,
-}
-
-impl SqliteAlertStore {
-    fn mark_in(&self, connection: &Connection, date: &Date) -> Result<u64, StoreError> {
-        let mark: Option<i64> = connection
-            .query_row(
-                "SELECT generation FROM marks WHERE date = ?1",
-                params![date.as_str()],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(|e| self.db.error("reading a day's mark", e))?;
-        Ok(mark.unwrap_or_default().max(0) as u64)
-    }
-}
-
-impl AlertStore for SqliteAlertStore {
-    async fn alerts(&self, date: &Date) -> Result<Vec<AlertRecord>, StoreError> {
-        let connection = self.db.lock()?;
-        self.db.select(
-            &connection,
-            "listing a day's alerts",
-            "SELECT item FROM alerts WHERE date = ?1 ORDER BY alert",
-            params![date.as_str()],
-        )
-    }
-
-    async fn mark(&self, date: &Date) -> Result<u64, StoreError> {
-        let connection = self.db.lock()?;
-        self.mark_in(&connection, date)
-    }
-
-    async fn claim(&self, date: &Date, generation: u64) -> Result<PutOutcome, StoreError> {
-        let connection = self.db.lock()?;
-        let changed = connection
-            .execute(
-                "INSERT INTO marks (date, generation) VALUES (?1, ?2)
-                 ON CONFLICT (date) DO UPDATE SET generation = excluded.generation
-                 WHERE marks.generation <= excluded.generation",
-                params![date.as_str(), generation as i64],
-            )
-            .map_err(|e| self.db.error("claiming a day's mark", e))?;
-        Ok(if changed == 1 {
-            PutOutcome::Written
-        } else {
-            PutOutcome::PreconditionFailed
-        })
-    }
-
-    async fn put_alert(
-        &self,
-        record: &AlertRecord,
-        read_version: u64,
-        mark: Option<u64>,
-    ) -> Result<PutOutcome, StoreError> {
-        let encoded = self.db.encode(record)?;
-        self.db.write_if::<AlertRecord>(
-            (
-                "SELECT item FROM alerts WHERE date = ?1 AND alert = ?2",
-                &[&record.date.as_str(), &record.alert],
-            ),
-            |connection, stored| {
-                let mark_holds = match mark {
-                    Some(expected) => self.mark_in(connection, &record.date)? == expected,
-                    None => true,
-                };
-                Ok(mark_holds && at_version(stored.map(|r| r.version), read_version))
-            },
-            |connection, _| {
-                connection
-                    .execute(
-                        "INSERT INTO alerts (date, alert, item) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (date, alert) DO UPDATE SET item = excluded.item",
-                        params![record.date.as_str(), record.alert, encoded],
-                    )
-                    .map(|_| ())
-                    .map_err(|e| self.db.error("writing an alert", e))
-            },
-        )
     }
 }
 
@@ -700,47 +448,5 @@ mod tests {
 
         drop(state);
         Database::open(&path).unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_pruned_change_log_goes_on_numbering_after_its_checkpoint() {
-        use tally_core::ports::{Precondition, StateStore};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tally.sqlite");
-        let write = |sequencer: &str| tally_core::state::InstanceState {
-            key: tally_core::key::UploadKey {
-                date: Date::parse("2015-11-16").unwrap(),
-                instance: "i-1".into(),
-            },
-            object_key: "counters/2015-11-16/i-1".into(),
-            ordering: tally_core::ordering::OrderingKey::from_sequencer(sequencer).unwrap(),
-            content: tally_core::state::Content::Live {
-                counters: [("a".to_owned(), 1)].into(),
-                etag: format!("e{sequencer}"),
-                version_id: None,
-            },
-        };
-        let db = Database::open(&path).unwrap();
-        let state = db.state();
-        for sequencer in ["1", "2"] {
-            state
-                .put(&write(sequencer), &Precondition::Supersedes)
-                .await
-                .unwrap();
-        }
-        assert_eq!(db.prune_changes_through(ChangeLog::State, 2).unwrap(), 2);
-        assert_eq!(db.last_state_change().unwrap(), 2);
-        drop((state, db));
-
-        // Reopened with every row gone, the next change is still after the
-        // checkpoint, so its consumer does not skip it.
-        let db = Database::open(&path).unwrap();
-        db.state()
-            .put(&write("3"), &Precondition::Supersedes)
-            .await
-            .unwrap();
-        let after_checkpoint = db.state().changes_after(2, 10).unwrap();
-        assert_eq!(after_checkpoint.len(), 1);
-        assert_eq!(after_checkpoint[0].sequence, 3);
     }
 }

@@ -18,7 +18,9 @@ use tally_core::key::Date;
 use tally_core::ports::{AlertStore, Notifier, ObjectWriter, PutOutcome, StoreError, TotalsStore};
 use tally_core::rules::RuleSet;
 use tally_core::rules::alert::{AlertRecord, AlertState, Notification};
-use tally_embedded::database::{Database, SqliteAlertStore, SqliteTotalsStore};
+use tally_embedded::alerts_table::SqliteAlertStore;
+use tally_embedded::database::Database;
+use tally_embedded::totals_tables::SqliteTotalsStore;
 use tally_rules::stage::{RulesReport, RulesStage, StageConfig};
 
 const DATE: &str = "2015-11-16";

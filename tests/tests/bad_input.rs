@@ -41,7 +41,7 @@
 //! - `tally rules check` is not run as a command here (this crate cannot
 //!   build the `tally` binary); it loads a folder through
 //!   `tally_rules::bundle::load_config_dir`, which is tested here, and its
-//!   exit code for a bad folder is tested in cli/tests/rules_cmd.rs.
+//!   exit code for a bad folder is tested in cli/tests/rules.rs.
 //! - For the 100 MB object, peak memory is not measured (it would include
 //!   the test's own copy of the object); the bytes the server delivers to
 //!   ingest are counted instead, by a relay between them, which would count
@@ -1245,7 +1245,7 @@ async fn refused_rules_file(text: &str, problem: &str) {
 
     // The folder loader behind the build's check and `tally rules check`
     // (cli/src/run.rs load_rules); the command's own exit code and output
-    // for a bad folder are tested in cli/tests/rules_cmd.rs.
+    // for a bad folder are tested in cli/tests/rules.rs.
     let dir = tempfile::tempdir().expect("a temporary folder");
     std::fs::write(dir.path().join("ops.yaml"), text).expect("write the rules file");
     let problems = tally_rules::bundle::load_config_dir(dir.path(), "rules-config")

@@ -8,7 +8,7 @@ use tally_core::key::{Date, UploadKey};
 use tally_core::ordering::OrderingKey;
 use tally_core::ports::{Precondition, PutOutcome, StateStore};
 use tally_core::state::{Content, InstanceState};
-use tally_embedded::sqlite::SqliteStateStore;
+use tally_embedded::state_table::SqliteStateStore;
 use tally_tests::{sdk_config, unique};
 
 fn state(ordering: OrderingKey, etag: Option<&str>) -> InstanceState {

@@ -1,5 +1,5 @@
-//! SQLite as the state table, with a change log as its stream. The
-//! database's other tables are in [`crate::database`].
+//! SQLite as the state table, with a change log as its stream. The file,
+//! its schema and the change logs' plumbing are [`crate::database`]'s.
 //!
 //! Items are stored as the JSON of [`StateItem`], the same mapping the
 //! DynamoDB adapter writes through `serde_dynamo`, keyed like the table
@@ -17,22 +17,26 @@
 //! local file, less than handing them to a blocking thread would cost.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tally_core::key::{Date, UploadKey};
 use tally_core::ports::{Precondition, PutOutcome, StateStore, StoreError};
 use tally_core::state::{InstanceState, StateItem, bucket_key, partition_key};
 
-use crate::database::DatabaseLock;
+use crate::database::{Database, change_rows};
+
+impl Database {
+    /// The state table.
+    pub fn state(&self) -> SqliteStateStore {
+        SqliteStateStore { db: self.clone() }
+    }
+}
 
 /// The state table in a SQLite database file.
 #[derive(Clone)]
 pub struct SqliteStateStore {
-    connection: Arc<Mutex<Connection>>,
-    path: String,
     /// Keeps the database's lock while this store is in use.
-    _lock: Option<Arc<DatabaseLock>>,
+    db: Database,
 }
 
 /// One row of the change log.
@@ -47,21 +51,8 @@ impl SqliteStateStore {
     /// Opens (creating if needed) the database at `path`, with every table
     /// of the embedded runtime, taking its lock as [`Database::open`] does.
     ///
-    /// [`Database::open`]: crate::database::Database::open
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStateStore, StoreError> {
-        Ok(crate::database::Database::open(path)?.state())
-    }
-
-    pub(crate) fn over(
-        connection: Arc<Mutex<Connection>>,
-        path: String,
-        lock: Option<Arc<DatabaseLock>>,
-    ) -> SqliteStateStore {
-        SqliteStateStore {
-            connection,
-            path,
-            _lock: lock,
-        }
+        Ok(Database::open(path)?.state())
     }
 
     fn error(
@@ -69,16 +60,14 @@ impl SqliteStateStore {
         what: &str,
         error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> StoreError {
-        StoreError::new(format!("{what} in state database {}", self.path), error)
+        StoreError::new(
+            format!("{what} in state database {}", self.db.path()),
+            error,
+        )
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
-        self.connection.lock().map_err(|_| {
-            self.error(
-                "locking the connection",
-                "a writer panicked while holding it; restart the process (committed writes are safe on disk)",
-            )
-        })
+        self.db.lock_or(|what, why| self.error(what, why))
     }
 
     /// Every stored state, in key order.
@@ -119,7 +108,7 @@ impl SqliteStateStore {
     pub fn changes_after(&self, after: i64, limit: usize) -> Result<Vec<StateChange>, StoreError> {
         let rows = {
             let connection = self.lock()?;
-            crate::database::change_rows(&connection, "state_changes", after, limit)
+            change_rows(&connection, "state_changes", after, limit)
                 .map_err(|e| self.error("reading the change log", e))?
         };
         let decode_image =
@@ -293,5 +282,48 @@ mod tests {
         );
         assert_eq!(store.all().unwrap(), vec![second.clone()]);
         assert_eq!(store.live_object_keys().unwrap(), vec![second.object_key]);
+    }
+
+    #[tokio::test]
+    async fn a_pruned_change_log_goes_on_numbering_after_its_checkpoint() {
+        use crate::database::ChangeLog;
+        use tally_core::ports::{Precondition, StateStore};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.sqlite");
+        let write = |sequencer: &str| tally_core::state::InstanceState {
+            key: tally_core::key::UploadKey {
+                date: Date::parse("2015-11-16").unwrap(),
+                instance: "i-1".into(),
+            },
+            object_key: "counters/2015-11-16/i-1".into(),
+            ordering: tally_core::ordering::OrderingKey::from_sequencer(sequencer).unwrap(),
+            content: tally_core::state::Content::Live {
+                counters: [("a".to_owned(), 1)].into(),
+                etag: format!("e{sequencer}"),
+                version_id: None,
+            },
+        };
+        let db = Database::open(&path).unwrap();
+        let state = db.state();
+        for sequencer in ["1", "2"] {
+            state
+                .put(&write(sequencer), &Precondition::Supersedes)
+                .await
+                .unwrap();
+        }
+        assert_eq!(db.prune_changes_through(ChangeLog::State, 2).unwrap(), 2);
+        assert_eq!(db.last_state_change().unwrap(), 2);
+        drop((state, db));
+
+        // Reopened with every row gone, the next change is still after the
+        // checkpoint, so its consumer does not skip it.
+        let db = Database::open(&path).unwrap();
+        db.state()
+            .put(&write("3"), &Precondition::Supersedes)
+            .await
+            .unwrap();
+        let after_checkpoint = db.state().changes_after(2, 10).unwrap();
+        assert_eq!(after_checkpoint.len(), 1);
+        assert_eq!(after_checkpoint[0].sequence, 3);
     }
 }

@@ -1,5 +1,6 @@
-//! The embedded runtime: the three stages on one machine, over a directory
-//! laid out like the bucket and one SQLite file for the tables.
+//! The local pipeline: the three stages on one machine, over a directory
+//! laid out like the bucket and one SQLite file for the tables; what `tally
+//! run` and `tally demo` drive.
 //!
 //! It runs the Lambda code (ingest's `Ingestor`, aggregate's `Aggregator`,
 //! the rules stage) over the embedded adapters; only the plumbing Lambda
@@ -37,10 +38,12 @@ use tally_core::key::Date;
 use tally_core::ordering::OrderingKey;
 use tally_core::rules::RuleSet;
 use tally_core::state::StateItem;
-use tally_embedded::database::{ChangeLog, Database, SqliteAlertStore, SqliteTotalsStore};
+use tally_embedded::alerts_table::SqliteAlertStore;
+use tally_embedded::database::{ChangeLog, Database};
 use tally_embedded::directory::{DirectoryStore, FileStamp};
 use tally_embedded::notifier::JsonLinesNotifier;
-use tally_embedded::sqlite::SqliteStateStore;
+use tally_embedded::state_table::SqliteStateStore;
+use tally_embedded::totals_tables::SqliteTotalsStore;
 use tally_ingest::event::{Change, Notice};
 use tally_ingest::{IngestConfig, IngestReport, Ingestor};
 use tally_rules::changes;
@@ -56,7 +59,7 @@ const AGGREGATE_POSITION: &str = "aggregate";
 const RULES_POSITION: &str = "rules";
 
 /// How to run.
-pub struct RuntimeConfig {
+pub struct LocalPipelineConfig {
     /// The directory laid out like the bucket.
     pub root: PathBuf,
     /// The database file.
@@ -99,7 +102,7 @@ impl CycleReport {
 type Stage = RulesStage<SqliteTotalsStore, SqliteAlertStore, JsonLinesNotifier, DirectoryStore>;
 
 /// The pipeline over one directory.
-pub struct Runtime {
+pub struct LocalPipeline {
     root: PathBuf,
     prefix: String,
     db: Database,
@@ -113,8 +116,8 @@ pub struct Runtime {
     known: Option<BTreeMap<String, FileStamp>>,
 }
 
-impl Runtime {
-    pub fn open(config: RuntimeConfig) -> Result<Runtime> {
+impl LocalPipeline {
+    pub fn open(config: LocalPipelineConfig) -> Result<LocalPipeline> {
         if !config.root.is_dir() {
             bail!(
                 "{} is not a directory; give the folder laid out like the bucket ({}/<date>/<instance>)",
@@ -151,7 +154,7 @@ impl Runtime {
             bucket.clone(),
             stage_config,
         );
-        Ok(Runtime {
+        Ok(LocalPipeline {
             root: config.root,
             prefix: config.prefix,
             db,
@@ -372,8 +375,8 @@ mod tests {
         }
     }
 
-    async fn write(runtime: &Runtime, state: &InstanceState) {
-        let outcome = runtime
+    async fn write(pipeline: &LocalPipeline, state: &InstanceState) {
+        let outcome = pipeline
             .state
             .put(state, &Precondition::Supersedes)
             .await
@@ -385,7 +388,7 @@ mod tests {
         [("requests".to_owned(), value)].into()
     }
 
-    /// The runtime resumes a failed batch from its checkpoint, as Lambda
+    /// The pipeline resumes a failed batch from its checkpoint, as Lambda
     /// resumes from the reported record: r2 (i: A → B), r3 (j, another
     /// bucket, fails: its partial would be over DynamoDB's item limit), r4
     /// (i: B → A); then r5 shrinks j's state, and the batch from r3 on goes
@@ -395,7 +398,7 @@ mod tests {
     async fn a_net_zero_group_then_a_failure_in_another_group_resumes_from_the_checkpoint_exactly()
     {
         let dir = tempfile::tempdir().unwrap();
-        let runtime = Runtime::open(RuntimeConfig {
+        let pipeline = LocalPipeline::open(LocalPipelineConfig {
             root: dir.path().to_owned(),
             database: dir.path().join("tally.db"),
             prefix: "counters".into(),
@@ -415,23 +418,23 @@ mod tests {
             .collect();
         let mut report = CycleReport::default();
 
-        write(&runtime, &state(i, 1, requests(10))).await;
-        runtime.aggregate(&mut report).await.unwrap();
-        write(&runtime, &state(i, 2, requests(3))).await;
-        write(&runtime, &state(&j, 3, huge)).await;
-        write(&runtime, &state(i, 4, requests(10))).await;
-        let failed = runtime.aggregate(&mut report).await.unwrap_err();
+        write(&pipeline, &state(i, 1, requests(10))).await;
+        pipeline.aggregate(&mut report).await.unwrap();
+        write(&pipeline, &state(i, 2, requests(3))).await;
+        write(&pipeline, &state(&j, 3, huge)).await;
+        write(&pipeline, &state(i, 4, requests(10))).await;
+        let failed = pipeline.aggregate(&mut report).await.unwrap_err();
         assert!(failed.to_string().contains("item limit"), "{failed}");
 
-        write(&runtime, &state(&j, 5, requests(100))).await;
-        runtime.aggregate(&mut report).await.unwrap();
+        write(&pipeline, &state(&j, 5, requests(100))).await;
+        pipeline.aggregate(&mut report).await.unwrap();
         // The batch job: i holds 10, j holds 100.
-        let totals = runtime.totals(&Date::parse(DATE).unwrap()).unwrap();
+        let totals = pipeline.totals(&Date::parse(DATE).unwrap()).unwrap();
         assert_eq!(totals, [("requests".to_owned(), 110)].into());
     }
 
-    fn open(root: &Path) -> Runtime {
-        Runtime::open(RuntimeConfig {
+    fn open(root: &Path) -> LocalPipeline {
+        LocalPipeline::open(LocalPipelineConfig {
             root: root.to_path_buf(),
             database: root.join(".tally").join("tally.sqlite"),
             prefix: "counters".to_owned(),
@@ -449,11 +452,11 @@ mod tests {
         let folder = dir.path().join("counters").join("2015-11-16");
         std::fs::create_dir_all(&folder).unwrap();
         let date = Date::parse("2015-11-16").unwrap();
-        let mut runtime = open(dir.path());
+        let mut pipeline = open(dir.path());
         let path = folder.join("web-1");
         std::fs::write(&path, "a 1\n").unwrap();
-        runtime.cycle(None).await.unwrap();
-        assert_eq!(runtime.totals(&date).unwrap()["a"], 1);
+        pipeline.cycle(None).await.unwrap();
+        assert_eq!(pipeline.totals(&date).unwrap()["a"], 1);
 
         // A second upload of the same size renamed into place within the
         // same tick of the file system's clock as the first.
@@ -467,8 +470,8 @@ mod tests {
             .set_modified(modified)
             .unwrap();
         std::fs::rename(&aside, &path).unwrap();
-        let report = runtime.cycle(None).await.unwrap();
+        let report = pipeline.cycle(None).await.unwrap();
         assert_eq!(report.created, 1, "{report:?}");
-        assert_eq!(runtime.totals(&date).unwrap()["a"], 2);
+        assert_eq!(pipeline.totals(&date).unwrap()["a"], 2);
     }
 }
