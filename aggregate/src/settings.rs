@@ -3,22 +3,15 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `TALLY_PARTIALS_TABLE` | required | the partial items (exact sums per bucket of a day) |
-//! | `TALLY_TOTALS_TABLE` | required | the totals table (the seed's table 2) |
+//! | `TALLY_TOTALS_TABLE` | required | the totals table, one item per (counter, date) |
 //! | `TALLY_STATE_TABLE` | unset | the state table, read by the scheduled reconcile only (without it the function refuses a reconcile request) |
 //!
 //! AWS settings (region, credentials, `AWS_ENDPOINT_URL`, `AWS_MAX_ATTEMPTS`)
 //! are the SDK's own. One reader for the Lambda, `tally invoke aggregate`
 //! and `tally dev pump`, so all three run the stage on the same tables.
 
-/// A setting that is missing; says which and what it is for.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SettingsError {
-    #[error("{name} is not set: it must name {what}")]
-    Missing {
-        name: &'static str,
-        what: &'static str,
-    },
-}
+use tally_aws::settings::Environment;
+pub use tally_aws::settings::SettingsError;
 
 /// The variables the aggregate stage reads, for the deployment's check of
 /// its template (and `tally dev up`, which prints them).
@@ -41,20 +34,21 @@ pub struct Settings {
 impl Settings {
     /// Reads the settings from the process environment.
     pub fn from_env() -> Result<Settings, SettingsError> {
-        Settings::from_lookup(|name| std::env::var(name).ok())
+        Settings::from_environment(&Environment::process())
     }
 
     /// Reads the settings through `lookup`, for tests and other sources.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
-        let required = |name: &'static str, what: &'static str| {
-            lookup(name)
-                .filter(|v| !v.is_empty())
-                .ok_or(SettingsError::Missing { name, what })
-        };
+        Settings::from_environment(&Environment::new(lookup))
+    }
+
+    fn from_environment(
+        env: &Environment<impl Fn(&str) -> Option<String>>,
+    ) -> Result<Settings, SettingsError> {
         Ok(Settings {
-            partials_table: required("TALLY_PARTIALS_TABLE", "the partial items table")?,
-            totals_table: required("TALLY_TOTALS_TABLE", "the totals table")?,
-            state_table: lookup("TALLY_STATE_TABLE").filter(|v| !v.is_empty()),
+            partials_table: env.required("TALLY_PARTIALS_TABLE", "the partial items table")?,
+            totals_table: env.required("TALLY_TOTALS_TABLE", "the totals table")?,
+            state_table: env.optional("TALLY_STATE_TABLE"),
         })
     }
 }
@@ -115,7 +109,7 @@ mod tests {
     fn every_variable_read_is_listed() {
         let listed: std::collections::BTreeSet<&str> = VARIABLES.iter().copied().collect();
         assert_eq!(
-            tally_aws::config::variables_read(include_str!("settings.rs")),
+            tally_aws::settings::variables_read(include_str!("settings.rs")),
             listed
         );
     }

@@ -64,29 +64,3 @@ pub fn s3(config: &SdkConfig) -> aws_sdk_s3::Client {
         .build();
     aws_sdk_s3::Client::from_conf(s3_config)
 }
-
-/// The `TALLY_*` variables a stage's settings module reads: the names quoted
-/// in its code, outside its own `VARIABLES` list and its tests. Each stage
-/// tests that this equals its `VARIABLES`, which the deployment template is
-/// checked against, so a variable read is a variable deployed.
-pub fn variables_read(settings_source: &str) -> std::collections::BTreeSet<&str> {
-    let code = settings_source
-        .find("#[cfg(test)]")
-        .map_or(settings_source, |end| &settings_source[..end]);
-    let (before, after) = match code.find("pub const VARIABLES") {
-        Some(start) => {
-            let end = code[start..].find("];").map_or(code.len(), |e| start + e);
-            (&code[..start], &code[end..])
-        }
-        None => (code, ""),
-    };
-    [before, after]
-        .into_iter()
-        .flat_map(|part| part.split('"'))
-        .filter(|s| {
-            s.len() > 6
-                && s.starts_with("TALLY_")
-                && s.chars().all(|c| c.is_ascii_uppercase() || c == '_')
-        })
-        .collect()
-}

@@ -6,6 +6,7 @@
 //!
 //! - [`config`]: one SDK configuration for every client, with the retry and
 //!   timeout policy and the handling of custom endpoints;
+//! - [`settings`]: the one reader of a stage's environment variables;
 //! - [`state_table`]: the state table ([`tally_core::state`]) and its schema;
 //! - [`totals_tables`]: the aggregate stage's partial items and the totals;
 //! - [`alerts_table`]: the rules stage's alert records and per-day mark;
@@ -26,6 +27,7 @@ pub mod metrics;
 #[cfg(feature = "dev")]
 pub mod queue;
 mod schema;
+pub mod settings;
 pub mod state_table;
 #[cfg(feature = "dev")]
 pub mod streams;

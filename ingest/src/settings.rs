@@ -11,20 +11,10 @@
 //! AWS settings (region, credentials, `AWS_ENDPOINT_URL`, `AWS_MAX_ATTEMPTS`)
 //! are the SDK's own.
 
-use crate::apply::IngestConfig;
+use tally_aws::settings::Environment;
+pub use tally_aws::settings::SettingsError;
 
-/// A setting that is missing or does not parse; says which and what is expected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SettingsError {
-    #[error("{name} is not set: it must name the state table")]
-    Missing { name: &'static str },
-    #[error("{name}={value:?} is not valid: expected {expected}")]
-    Invalid {
-        name: &'static str,
-        value: String,
-        expected: &'static str,
-    },
-}
+use crate::apply::IngestConfig;
 
 /// The variables ingest reads, for the deployment's check of its template
 /// (and `tally dev up`, which prints the ones it sets).
@@ -46,31 +36,21 @@ pub struct Settings {
 impl Settings {
     /// Reads the settings from the process environment.
     pub fn from_env() -> Result<Settings, SettingsError> {
-        Settings::from_lookup(|name| std::env::var(name).ok())
+        Settings::from_environment(&Environment::process())
     }
 
     /// Reads the settings through `lookup`, for tests and other sources.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
+        Settings::from_environment(&Environment::new(lookup))
+    }
+
+    fn from_environment(
+        env: &Environment<impl Fn(&str) -> Option<String>>,
+    ) -> Result<Settings, SettingsError> {
         let defaults = IngestConfig::default();
-        let state_table = lookup("TALLY_STATE_TABLE")
-            .filter(|v| !v.is_empty())
-            .ok_or(SettingsError::Missing {
-                name: "TALLY_STATE_TABLE",
-            })?;
-        let number = |name: &'static str, default: u64| -> Result<u64, SettingsError> {
-            match lookup(name) {
-                None => Ok(default),
-                Some(value) => match value.parse::<u64>() {
-                    Ok(n) if n > 0 => Ok(n),
-                    _ => Err(SettingsError::Invalid {
-                        name,
-                        value,
-                        expected: "a whole number above 0",
-                    }),
-                },
-            }
-        };
-        let prefix = lookup("TALLY_COUNTERS_PREFIX").unwrap_or(defaults.prefix);
+        // Read raw: an empty prefix would make every key in the bucket an
+        // upload, so it is refused rather than taken as unset.
+        let prefix = env.raw("TALLY_COUNTERS_PREFIX").unwrap_or(defaults.prefix);
         let prefix = prefix.trim_end_matches('/').to_owned();
         if prefix.is_empty() {
             return Err(SettingsError::Invalid {
@@ -79,14 +59,22 @@ impl Settings {
                 expected: "a key prefix such as counters",
             });
         }
+        let whole = "a whole number above 0";
         Ok(Settings {
-            state_table,
+            state_table: env.required("TALLY_STATE_TABLE", "the state table")?,
             ingest: IngestConfig {
                 prefix,
-                max_body_bytes: number("TALLY_MAX_BODY_BYTES", defaults.max_body_bytes)?,
-                bucket: lookup("TALLY_BUCKET").filter(|v| !v.is_empty()),
-                concurrency: number("TALLY_INGEST_CONCURRENCY", defaults.concurrency as u64)?
-                    as usize,
+                max_body_bytes: env.number(
+                    "TALLY_MAX_BODY_BYTES",
+                    defaults.max_body_bytes,
+                    whole,
+                )?,
+                bucket: env.optional("TALLY_BUCKET"),
+                concurrency: env.number(
+                    "TALLY_INGEST_CONCURRENCY",
+                    defaults.concurrency as u64,
+                    whole,
+                )? as usize,
             },
         })
     }
@@ -138,7 +126,7 @@ mod tests {
     fn every_variable_read_is_listed() {
         let listed: std::collections::BTreeSet<&str> = VARIABLES.iter().copied().collect();
         assert_eq!(
-            tally_aws::config::variables_read(include_str!("settings.rs")),
+            tally_aws::settings::variables_read(include_str!("settings.rs")),
             listed
         );
     }

@@ -6,7 +6,7 @@
 //! | `TALLY_TOTALS_TABLE` | required | the totals table |
 //! | `TALLY_ALERTS_TABLE` | required | the alert-state table |
 //! | `TALLY_ALERT_TOPIC_ARN` | required | the SNS topic on-call subscribe to |
-//! | `TALLY_SNAPSHOT_BUCKET` | required | where task B's snapshot goes |
+//! | `TALLY_SNAPSHOT_BUCKET` | required | where the downstream job's snapshot goes |
 //! | `TALLY_SNAPSHOT_PREFIX` | `totals` | its key prefix |
 //! | `TALLY_RULES_BUCKET` | unset | when set, rules come from `*.yaml` under `TALLY_RULES_PREFIX` there |
 //! | `TALLY_RULES_PREFIX` | `rules/` | |
@@ -18,21 +18,8 @@
 
 use std::time::Duration;
 
-/// A setting that is missing or does not parse; says which and what is expected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SettingsError {
-    #[error("{name} is not set: it must name {what}")]
-    Missing {
-        name: &'static str,
-        what: &'static str,
-    },
-    #[error("{name}={value:?} is not valid: expected {expected}")]
-    Invalid {
-        name: &'static str,
-        value: String,
-        expected: &'static str,
-    },
-}
+use tally_aws::settings::Environment;
+pub use tally_aws::settings::SettingsError;
 
 /// The rules stage's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,68 +51,55 @@ pub const VARIABLES: &[&str] = &[
 ];
 
 impl Settings {
+    /// Reads the settings from the process environment.
     pub fn from_env() -> Result<Settings, SettingsError> {
-        Settings::from_lookup(|name| std::env::var(name).ok())
+        Settings::from_environment(&Environment::process())
     }
 
+    /// Reads the settings through `lookup`, for tests and other sources.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
-        let required = |name: &'static str, what: &'static str| {
-            get(name).ok_or(SettingsError::Missing { name, what })
-        };
-        let refresh = match get("TALLY_RULES_REFRESH_SECONDS") {
-            None => Duration::from_secs(60),
-            Some(value) => match value.parse::<u64>() {
-                Ok(seconds) if seconds > 0 => Duration::from_secs(seconds),
-                _ => {
-                    return Err(SettingsError::Invalid {
-                        name: "TALLY_RULES_REFRESH_SECONDS",
-                        value,
-                        expected: "a whole number of seconds above 0",
-                    });
-                }
-            },
-        };
-        let alert_days = match get("TALLY_ALERT_DAYS") {
-            None => 2,
-            Some(value) => match value.parse::<u32>() {
-                Ok(days) if days > 0 => days,
-                _ => {
-                    return Err(SettingsError::Invalid {
-                        name: "TALLY_ALERT_DAYS",
-                        value,
-                        expected: "a whole number of days above 0 (2: today and yesterday)",
-                    });
-                }
-            },
-        };
+        Settings::from_environment(&Environment::new(lookup))
+    }
+
+    fn from_environment(
+        env: &Environment<impl Fn(&str) -> Option<String>>,
+    ) -> Result<Settings, SettingsError> {
+        let alert_days = env.number(
+            "TALLY_ALERT_DAYS",
+            2,
+            "a whole number of days above 0 (2: today and yesterday)",
+        )?;
         Ok(Settings {
-            partials_table: required(
+            partials_table: env.required(
                 "TALLY_PARTIALS_TABLE",
                 "the aggregate stage's partial items table",
             )?,
-            totals_table: required("TALLY_TOTALS_TABLE", "the totals table")?,
-            alerts_table: required("TALLY_ALERTS_TABLE", "the alert-state table")?,
-            alert_topic_arn: required(
+            totals_table: env.required("TALLY_TOTALS_TABLE", "the totals table")?,
+            alerts_table: env.required("TALLY_ALERTS_TABLE", "the alert-state table")?,
+            alert_topic_arn: env.required(
                 "TALLY_ALERT_TOPIC_ARN",
                 "the SNS topic alerts are published to",
             )?,
-            snapshot_bucket: required(
+            snapshot_bucket: env.required(
                 "TALLY_SNAPSHOT_BUCKET",
-                "the bucket task B's snapshot is written to",
+                "the bucket the downstream job's snapshot is written to",
             )?,
-            snapshot_prefix: get("TALLY_SNAPSHOT_PREFIX").map_or_else(
+            snapshot_prefix: env.optional("TALLY_SNAPSHOT_PREFIX").map_or_else(
                 || "totals".to_owned(),
-                |p| p.trim_end_matches('/').to_owned(),
+                |prefix| prefix.trim_end_matches('/').to_owned(),
             ),
-            rules_location: get("TALLY_RULES_BUCKET").map(|bucket| {
-                (
-                    bucket,
-                    get("TALLY_RULES_PREFIX").unwrap_or_else(|| "rules/".to_owned()),
-                )
+            rules_location: env.optional("TALLY_RULES_BUCKET").map(|bucket| {
+                let prefix = env
+                    .optional("TALLY_RULES_PREFIX")
+                    .unwrap_or_else(|| "rules/".to_owned());
+                (bucket, prefix)
             }),
-            rules_refresh: refresh,
-            alert_days,
+            rules_refresh: env.seconds("TALLY_RULES_REFRESH_SECONDS", Duration::from_secs(60))?,
+            alert_days: u32::try_from(alert_days).map_err(|_| SettingsError::Invalid {
+                name: "TALLY_ALERT_DAYS",
+                value: alert_days.to_string(),
+                expected: "a whole number of days above 0 (2: today and yesterday)",
+            })?,
         })
     }
 }
@@ -191,7 +165,7 @@ mod tests {
     fn every_variable_read_is_listed() {
         let listed: std::collections::BTreeSet<&str> = VARIABLES.iter().copied().collect();
         assert_eq!(
-            tally_aws::config::variables_read(include_str!("settings.rs")),
+            tally_aws::settings::variables_read(include_str!("settings.rs")),
             listed
         );
     }
