@@ -6,8 +6,8 @@
 //! §7 asks that an invocation's own CPU time be a small fraction of its AWS
 //! round trips (a DynamoDB call takes milliseconds, and a batch makes a few
 //! hundred), and the functions run at 128 MB, i.e. a fraction of a vCPU; it
-//! also bounds how quickly the embedded runtime gets through the seed's
-//! round of 100 uploads ("well under a second").
+//! also bounds how quickly the embedded runtime gets through one round of
+//! the sample workload, 100 uploads ("well under a second").
 //!
 //! The grouping of a batch by (date, bucket) lives inside
 //! [`Aggregator::apply`], interleaved with the reads and conditional writes
@@ -26,9 +26,9 @@
 //! - `coalesce/handle-sqlite-100`: the same handler over the embedded
 //!   runtime's SQLite store (an in-memory database), as `tally run` uses it.
 //!
-//! The workload is the seed's (docs/design.md §8): 100 instances, each reporting
-//! `COUNTER1`..`COUNTER100`, uploading once a minute. Each iteration handles
-//! the next minute's batch: 100 `MODIFY` records whose old image is the
+//! The workload is the sample workload (docs/design.md §8): 100 instances,
+//! each reporting `COUNTER1`..`COUNTER100`, uploading once a minute. Each
+//! iteration handles the next minute's batch: 100 `MODIFY` records whose old image is the
 //! previous minute's body and whose new image has every counter grown, so
 //! every iteration folds 100 changes into the ~54 buckets the instances
 //! hash to and rewrites all 100 totals, as in production. Building the

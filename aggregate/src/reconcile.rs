@@ -1,9 +1,9 @@
 //! `reconcile`: recompute a day's totals from the state table and repair drift.
 //!
-//! The safety net the seed's batch job was: for one date it reads every
-//! instance's state (strongly consistent), rebuilds each bucket's partial
-//! item from it, and recomputes every counter's total, writing only what
-//! differs. It repairs whatever the stream could not deliver, for example
+//! The safety net the polling batch job tally replaces was: for one date it
+//! reads every instance's state (strongly consistent), rebuilds each bucket's
+//! partial item from it, and recomputes every counter's total, writing only
+//! what differs. It repairs whatever the stream could not deliver, for example
 //! after the aggregate stage was down longer than the stream's 24 hours.
 //!
 //! Run it for a day whose uploads have stopped and whose stream backlog the

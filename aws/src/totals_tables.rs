@@ -3,11 +3,11 @@
 //! - **partials**: hash key `Part` (`<date>#<bucket>`), one item per bucket
 //!   of a day ([`tally_core::aggregate::PartialItem`]; sums are decimal text
 //!   because they are exact `i128`). No stream.
-//! - **totals** (the seed's table 2): hash key `Counter`, range key `Date`,
-//!   `Value` (N), plus `Contributors` and `Basis`
-//!   ([`tally_core::aggregate::TotalItem`]); global secondary index `ByDate`
-//!   (hash `Date`, range `Counter`, projecting `Value` and `Contributors`);
-//!   stream `NEW_AND_OLD_IMAGES` for the rules stage.
+//! - **totals** (the per-counter design's totals table, kept as is): hash
+//!   key `Counter`, range key `Date`, `Value` (N), plus `Contributors` and
+//!   `Basis` ([`tally_core::aggregate::TotalItem`]); global secondary index
+//!   `ByDate` (hash `Date`, range `Counter`, projecting `Value` and
+//!   `Contributors`); stream `NEW_AND_OLD_IMAGES` for the rules stage.
 //!
 //! A total is written as a compare-and-swap on the stored total's basis
 //! (`#basis = :basis`, or `attribute_not_exists(#counter)` for a new one),

@@ -39,7 +39,7 @@ struct Cli {
 enum Command {
     /// Watch the whole pipeline work on a sample fleet, on this machine.
     ///
-    /// Builds the seed's fleet (100 instances × 100 counters) in a temporary
+    /// Builds the sample fleet (100 instances × 100 counters) in a temporary
     /// directory and runs a few compressed "minutes" of uploads through the
     /// embedded runtime (the Lambda code over SQLite and a directory), with
     /// the rules in rules-config/: totals changing, an alert firing and
@@ -87,7 +87,8 @@ enum Command {
     /// The whole AWS pipeline on an AWS-compatible endpoint (moto's server).
     #[command(subcommand)]
     Dev(aws::dev::DevCommand),
-    /// What tally costs on AWS per month, next to the seed's design.
+    /// What tally costs on AWS per month, next to the per-counter design it
+    /// replaces.
     ///
     /// Example: tally cost --instances 100 --counters 100 --period 60
     Cost(cost::CostArgs),

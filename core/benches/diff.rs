@@ -4,7 +4,7 @@
 //! [`tally_core::aggregate::StateChange::deltas`]).
 //!
 //! Why: every accepted upload becomes one stream record, and the aggregate
-//! stage diffs its two images before anything else; at the seed's workload
+//! stage diffs its two images before anything else; at the sample workload
 //! (docs/design.md §8: 100 instances × 100 counters a minute) that is 100 diffs of
 //! 100 counters a minute, and at 100,000 instances a thousand times more.
 //! docs/design.md §8 asks that an invocation's own CPU time be a small fraction of
@@ -20,11 +20,13 @@
 //!   dropping the change afterwards is timed.
 //! - `deltas/<case>`: `deltas` alone, on a change built beforehand.
 //!
-//! Cases, with the seed's counter names (`COUNTER1` ... `COUNTERn`):
+//! Cases, with the sample workload's counter names (`COUNTER1` ...
+//! `COUNTERn`):
 //!
-//! - `seed-all-changed-100`: every value grew since the last upload, as
-//!   cumulative counters do from one minute to the next (the seed's case);
-//! - `seed-10-changed-100`: 10 of 100 moved;
+//! - `sample-all-changed-100`: every value grew since the last upload, as
+//!   cumulative counters do from one minute to the next (the sample
+//!   workload's case);
+//! - `sample-10-changed-100`: 10 of 100 moved;
 //! - `unchanged-100`: the same counters again (a re-upload whose body was
 //!   rewritten): no delta;
 //! - `insert-100`: the instance's first upload of the day (no old image);
@@ -49,8 +51,8 @@ use tally_core::state::{StateItem, partition_key};
 
 const INSTANCE: &str = "i-0123456789abcdef0";
 
-/// A state item for [`INSTANCE`] on the seed's date, holding `counters`
-/// (or a tombstone when `None`).
+/// A state item for [`INSTANCE`] on the sample workload's date, holding
+/// `counters` (or a tombstone when `None`).
 fn item(counters: Option<BTreeMap<String, i64>>, sequencer: &str) -> StateItem {
     let key = UploadKey {
         date: Date::parse("2015-11-16").expect("a valid date"),
@@ -114,12 +116,12 @@ fn cases() -> Vec<Case> {
     let before = |i: usize| (i as i64) * 1_000 + 12_345;
     vec![
         case(
-            "seed-all-changed-100",
+            "sample-all-changed-100",
             Some(Some(counters(1, 100, before))),
             Some(Some(counters(1, 100, |i| before(i) + 17 + i as i64))),
         ),
         case(
-            "seed-10-changed-100",
+            "sample-10-changed-100",
             Some(Some(counters(1, 100, before))),
             Some(Some(counters(1, 100, |i| {
                 before(i) + i64::from(i % 10 == 0)
@@ -160,7 +162,7 @@ fn bench_diff(c: &mut Criterion) {
             .expect("images of one instance");
         let moved = change.deltas().len() as u64;
         let expected = match case.label {
-            "seed-10-changed-100" => 10,
+            "sample-10-changed-100" => 10,
             "unchanged-100" => 0,
             // The 50 counters both bodies hold kept their values.
             "renamed-half-100" => 100,

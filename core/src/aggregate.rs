@@ -6,10 +6,10 @@
 //! the totals exactly once, although Lambda may deliver a stream batch again
 //! whole, in halves, or from a reported failure onwards, several shards run
 //! at once, and an event does not say which shard it came from. Three
-//! schemes are workable; at the seed's workload (100 instances × 100
+//! schemes are workable; at the sample workload (100 instances × 100
 //! counters a minute) and at 100,000 instances they cost:
 //!
-//! | scheme | per batch of 100 changes, seed workload | at 100,000 instances |
+//! | scheme | per batch of 100 changes, sample workload | at 100,000 instances |
 //! |---|---|---|
 //! | recompute each changed total from a consistent read of the day's state | reads the whole day: 100 items, ~43 read units | reads 100,000 items (~170 MB) per batch |
 //! | per-counter deltas guarded by each instance's version | ≤ 100 total writes of items carrying every instance's guard (~1.5 KB) | each total item holds 100,000 guards: over the 400 KB item limit |

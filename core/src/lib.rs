@@ -11,7 +11,7 @@
 //! - [`capacity`]: DynamoDB's billing rules, to report real write units;
 //! - [`ports`]: the traits the stages run over, implemented by adapters;
 //! - [`rules`]: ops' rules, their evaluation and the alert state machine;
-//! - [`snapshot`]: the day's totals as task B reads them;
+//! - [`snapshot`]: the day's totals as the downstream job reads them;
 //! - [`totals`]: fleet totals as a batch job computes them.
 
 pub mod aggregate;

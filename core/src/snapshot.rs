@@ -1,12 +1,13 @@
-//! The day's totals as task B reads them, computed from the partial items.
+//! The day's totals as the downstream job reads them, computed from the
+//! partial items.
 //!
 //! Two objects per date: `<prefix>/<date>` in the upload format (`NAME
-//! VALUE` per line, sorted by name, so task B's existing reader works) and
-//! `<prefix>/<date>.json`. Both come from one strongly consistent read of the
-//! day's partial items, the aggregate stage's exact sums, so a snapshot is
-//! always a state the totals actually passed through. Its *generation* (the
-//! sum of the partials' versions) only grows, which is what lets concurrent
-//! writers agree on which snapshot is the newest.
+//! VALUE` per line, sorted by name, so the downstream job's existing reader
+//! works) and `<prefix>/<date>.json`. Both come from one strongly consistent
+//! read of the day's partial items, the aggregate stage's exact sums, so a
+//! snapshot is always a state the totals actually passed through. Its
+//! *generation* (the sum of the partials' versions) only grows, which is what
+//! lets concurrent writers agree on which snapshot is the newest.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

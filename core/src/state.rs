@@ -3,10 +3,11 @@
 //!
 //! # Why per instance and not per counter
 //!
-//! The seed kept one item per (Counter, Date) with a map of every instance's
-//! value. DynamoDB bills a write on the whole item, so each upload cost one
-//! write per counter, each write grew with the fleet, and an item hit the
-//! 400 KB limit at about fifteen thousand instances. Here an upload is one
+//! The per-counter design tally replaces kept one item per (Counter, Date)
+//! with a map of every instance's value. DynamoDB bills a write on the whole
+//! item, so each upload cost one write per counter, each write grew with the
+//! fleet, and an item hit the 400 KB limit at about fifteen thousand
+//! instances. Here an upload is one
 //! write of one item the size of one body, whatever the fleet.
 //!
 //! # Key

@@ -63,7 +63,7 @@ pub struct SqliteTotalsStore {
 }
 
 impl SqliteTotalsStore {
-    /// Every live total of a day, as task B's snapshot lists them.
+    /// Every live total of a day, as the downstream job's snapshot lists them.
     pub fn live_totals(&self, date: &Date) -> Result<BTreeMap<String, i128>, StoreError> {
         Ok(self
             .totals_sync(date)?

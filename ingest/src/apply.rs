@@ -21,9 +21,9 @@
 //!    identical re-upload costs no write and makes no stream record.
 //! 3. **Write conditionally**: only if the stored ordering is still older
 //!    (DynamoDB evaluates the condition atomically with the write), so a
-//!    slow, stale invocation can never overwrite newer state: the seed's
-//!    "lost update". A rejected body writes nothing: the instance keeps its
-//!    last accepted state.
+//!    slow, stale invocation can never overwrite newer state: the "lost
+//!    update" of the per-counter design tally replaces. A rejected body
+//!    writes nothing: the instance keeps its last accepted state.
 //! 4. **Check the object again after writing**, and correct the write if the
 //!    object has moved on. Step 2 leaves the stored ordering behind when it
 //!    skips an identical upload; without this check, an older event (say B

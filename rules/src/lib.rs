@@ -1,5 +1,5 @@
 //! tally's rules stage: the totals table's stream in, on-call alerts and the
-//! daily snapshot for task B out.
+//! daily snapshot for the downstream job out.
 //!
 //! Per batch and date it reads the day's exact totals once (the aggregate
 //! stage's partial items, strongly consistent), evaluates the rules the

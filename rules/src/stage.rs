@@ -1,5 +1,5 @@
-//! One date's evaluation: exact totals, the snapshot for task B, and alert
-//! transitions sent once.
+//! One date's evaluation: exact totals, the snapshot for the downstream job,
+//! and alert transitions sent once.
 //!
 //! **The totals** come from an isolated read of the day's partial items
 //! (the aggregate stage's exact sums; [`TotalsStore::partials_isolated`]):
@@ -239,8 +239,8 @@ where
                 continue 'totals;
             }
 
-            // The snapshot first: task B must not wait on alerting (an SNS
-            // outage, a held outbox).
+            // The snapshot first: the downstream job must not wait on
+            // alerting (an SNS outage, a held outbox).
             self.write_snapshot(&day, (self.clock)()).await?;
             report.snapshots_written += 1;
             report.read_units += MARK_UNITS;

@@ -1,7 +1,7 @@
 //! `tally reconcile`: recompute a date's totals from the state table and,
 //! with `--repair`, put right what drifted.
 //!
-//! The seed's batch job as a safety net, over
+//! What the polling batch job tally replaces did, kept as a safety net, over
 //! [`tally_aggregate::reconcile::reconcile`] (whose docs say when it is safe
 //! to run: once the day's stream backlog has drained). By default it only
 //! checks, so it can run daily from a scheduler as an alarm: exit code 1

@@ -155,7 +155,7 @@ impl Fleet {
 impl Shape {
     pub fn instance_id(&self, i: u64) -> String {
         match self.instance_id_bytes {
-            // As the measured runs name them (tests/src/seed.rs).
+            // As the measured runs name them (the tally-tests crate's sample fleet).
             None => format!("i-{i:03}"),
             Some(bytes) => format!("i-{i:0width$x}", width = bytes as usize - 2),
         }
@@ -171,7 +171,7 @@ impl Shape {
     fn value(&self, instance: u64, counter: u64) -> i64 {
         let base = 1000 * instance + counter;
         match self.value_digits {
-            // As the measured runs upload them (tests/src/seed.rs).
+            // As the measured runs upload them (the tally-tests crate's sample fleet).
             None => base as i64,
             Some(digits) => {
                 // Spread over [10^(d-1), 10^d) so every value has `digits` digits.

@@ -71,8 +71,9 @@ Examples:
   tally cost --ingest-ms 35 --memory-mb 128    use measured Lambda figures
   tally cost --json                            every figure, input and assumption, for machines
 
-The per-counter design is the one tally replaces: one DynamoDB item per counter holding every
-instance's value, written on every upload (its flags start with --seed-).
+The per-counter design is the one tally replaces: one DynamoDB item per (counter, date) holding
+every instance's value, written on every upload. Its flags start with --seed-, and --json reports
+it under the keys `seed`, `seed_items`, ...: the names scripts have always read.
 Units are computed from item sizes by DynamoDB's billing rules; prices are us-east-1 list prices
 (see the assumptions the command prints). Durations are assumptions until measured.";
 

@@ -118,7 +118,7 @@ pub fn checks(
                     ),
                     wu,
                     stages.aggregate_write_units,
-                    "docs/design.md §5: the seed_costs example",
+                    "docs/design.md §5: the table measured per round",
                 );
                 check(
                     format!(
@@ -126,7 +126,7 @@ pub fn checks(
                     ),
                     ru,
                     stages.aggregate_read_units,
-                    "docs/design.md §5: the seed_costs example",
+                    "docs/design.md §5: the table measured per round",
                 );
             }
         }
