@@ -12,15 +12,17 @@
 //! - [`reconcile`]: recompute a day from the state table and repair drift;
 //! - [`scheduled`]: the scheduled reconcile of yesterday and check of today,
 //!   told apart from a stream batch;
-//! - [`settings`]: the environment the Lambda reads;
-//! - [`wiring`]: the stage over DynamoDB, as the Lambda and the `tally`
+//! - [`settings`] (feature `aws`, on by default): the environment the Lambda reads;
+//! - [`wiring`] (feature `aws`): the stage over DynamoDB, as the Lambda and the `tally`
 //!   command's AWS tools build it.
 
 pub mod apply;
 pub mod handler;
 pub mod reconcile;
 pub mod scheduled;
+#[cfg(feature = "aws")]
 pub mod settings;
+#[cfg(feature = "aws")]
 pub mod wiring;
 
 pub use apply::{AggregateReport, Aggregator};

@@ -9,14 +9,16 @@
 //! - [`event`]: decoding SNS, S3 and SQS invocations into notices;
 //! - [`apply`]: one notice against the stores;
 //! - [`handler`]: one invocation, its concurrency and its failure policy;
-//! - [`settings`]: configuration from the environment;
-//! - [`wiring`]: the stage over DynamoDB and S3, as the Lambda and the
+//! - [`settings`] (feature `aws`, on by default): configuration from the environment;
+//! - [`wiring`] (feature `aws`): the stage over DynamoDB and S3, as the Lambda and the
 //!   `tally` command's AWS tools build it.
 
 pub mod apply;
 pub mod event;
 pub mod handler;
+#[cfg(feature = "aws")]
 pub mod settings;
+#[cfg(feature = "aws")]
 pub mod wiring;
 
 pub use apply::{Capacity, IngestConfig, Ingestor, Outcome, Rejection};

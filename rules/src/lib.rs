@@ -15,18 +15,20 @@
 //!   asks to evaluate (the handler's and the embedded runtime's rule);
 //! - [`source`]: which rules apply: bundled at build time, or from a bucket
 //!   prefix (cached by ETag) so ops can change them without a deploy;
-//! - [`settings`]: the environment the Lambda reads;
+//! - [`settings`] (feature `aws`, on by default): the environment the Lambda reads;
 //! - [`bundle`]: the check that keeps invalid rules out of a build, and
 //!   the loader of a folder of rules files;
-//! - [`wiring`]: the stage over DynamoDB, SNS and S3, as the Lambda and the
+//! - [`wiring`] (feature `aws`): the stage over DynamoDB, SNS and S3, as the Lambda and the
 //!   `tally` command's AWS tools build it.
 
 pub mod bundle;
 pub mod changes;
 pub mod handler;
+#[cfg(feature = "aws")]
 pub mod settings;
 pub mod source;
 pub mod stage;
+#[cfg(feature = "aws")]
 pub mod wiring;
 
 pub use handler::decode_record;
