@@ -6,7 +6,7 @@
 //! Write and read units are computed from item sizes by DynamoDB's rules.
 
 use tally_tests::seed::run_seed_rounds;
-use tally_tests::world::PipelineWorld;
+use tally_tests::world::AwsPipelineWorld;
 
 #[tokio::main]
 async fn main() {
@@ -14,7 +14,7 @@ async fn main() {
         "batch | round        | batches | partial writes | total writes | write units | read units"
     );
     for batch in [10, 100] {
-        let mut world = PipelineWorld::new(false).await;
+        let mut world = AwsPipelineWorld::new(false).await;
         let rounds = run_seed_rounds(&mut world, batch, &[100, 10, 50, 100]).await;
         for (name, cost) in ["first upload", "10% changed", "50% changed", "100% changed"]
             .iter()

@@ -3,7 +3,7 @@
 //! which the first N% of the counters move on every instance.
 
 use crate::streams::lambda_event;
-use crate::world::PipelineWorld;
+use crate::world::AwsPipelineWorld;
 
 /// What one round cost the aggregate stage, summed over its batches.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -19,7 +19,7 @@ pub struct RoundCost {
 /// Runs one round per entry of `changed_percent` (the first is the first
 /// upload whatever it says), delivering the state stream in batches of `batch`.
 pub async fn run_seed_rounds(
-    world: &mut PipelineWorld,
+    world: &mut AwsPipelineWorld,
     batch: usize,
     changed_percent: &[usize],
 ) -> Vec<RoundCost> {
