@@ -17,8 +17,8 @@ use bytes::Bytes;
 use tally_core::aggregate::{Basis, PartialItem, TotalItem, partial_key};
 use tally_core::key::{Date, UploadKey};
 use tally_core::ports::{
-    ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectVersion, Precondition, PutOutcome,
-    StateStore, StoreError, TotalsStore,
+    ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectVersion, ObjectWriter, Precondition,
+    PutOutcome, StateStore, StoreError, TotalsStore,
 };
 use tally_core::state::{InstanceState, bucket_of};
 use tally_embedded::directory::DirectoryStore;
@@ -133,6 +133,14 @@ impl MemoryBucket {
         }
     }
 
+    /// The current body of `key`, if it has one.
+    pub fn current(&self, key: &str) -> Option<Bytes> {
+        match locked(&self.keys).get(key)?.last()? {
+            Entry::Object { body, .. } => Some(body.clone()),
+            Entry::DeleteMarker { .. } => None,
+        }
+    }
+
     /// Every current object under `prefix`, with its body, in key order.
     pub fn current_objects(&self, prefix: &str) -> Vec<(String, Bytes)> {
         locked(&self.keys)
@@ -229,6 +237,29 @@ impl ObjectStore for MemoryBucket {
                 .take(self.page)
                 .collect(),
         })
+    }
+}
+
+/// The rules stage's snapshots and rules files: written as uploads are,
+/// listed as S3 lists current objects.
+impl ObjectWriter for MemoryBucket {
+    async fn put(
+        &self,
+        _bucket: &str,
+        key: &str,
+        body: Bytes,
+        _content_type: &str,
+    ) -> Result<(), StoreError> {
+        self.upload(key, body);
+        Ok(())
+    }
+
+    async fn list(&self, _bucket: &str, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self
+            .current_objects(prefix)
+            .into_iter()
+            .map(|(key, body)| (key, Self::etag_of(&body)))
+            .collect())
     }
 }
 
