@@ -373,7 +373,7 @@ impl Embedded {
     }
 }
 
-/// The snapshot (task B's format) must carry COUNTER1's expected total.
+/// The snapshot (the downstream job's format) must carry COUNTER1's expected total.
 fn check_snapshot(snapshot: &str, expected: i128) -> Result<()> {
     let found = snapshot
         .lines()

@@ -1,7 +1,7 @@
 //! Writes the events Lambda would deliver to tally's functions, from real
 //! resources, so a built function can be invoked on them (`tally invoke
 //! FUNCTION --event FILE --bootstrap PATH`; `scripts/lambda-footprint` does
-//! this for the seed's workload).
+//! this for the sample workload of the per-counter design tally replaces).
 //!
 //! ```sh
 //! # the SNS notification ingest gets for an object already uploaded

@@ -123,6 +123,6 @@ pub async fn receive_all(
 pub mod cli;
 pub mod http_faults;
 pub mod rules_world;
-pub mod seed;
+pub mod sample_workload;
 pub mod streams;
 pub mod world;

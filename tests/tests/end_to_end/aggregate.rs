@@ -47,7 +47,7 @@ async fn deliver(world: &AwsPipelineWorld, records: &[Value]) -> Option<String> 
 }
 
 #[tokio::test]
-async fn the_seed_example_totals_191122() {
+async fn the_worked_example_totals_191122() {
     let mut world = AwsPipelineWorld::new(false).await;
     upload_all(
         &world,
@@ -67,7 +67,7 @@ async fn the_seed_example_totals_191122() {
         BTreeMap::from([("COUNTER1".to_owned(), 191_122)])
     );
 
-    // The item itself: Value a number, as the seed's readers expect.
+    // The item itself: Value a number, as readers of the per-counter design's table expect.
     let item = world
         .ingest
         .dynamodb
@@ -441,12 +441,12 @@ async fn the_hourly_check_of_today_counts_only_drift_that_holds_still() {
 }
 
 #[tokio::test]
-async fn a_seed_round_writes_each_changed_total_once_per_batch() {
-    // The seed's workload, 100 instances × 100 counters, in one batch of
+async fn a_sample_round_writes_each_changed_total_once_per_batch() {
+    // The per-counter design's sample workload, 100 instances × 100 counters, in one batch of
     // 100 records: a first round, then one where 10% of the counters move.
     // (`cargo run -p tally-tests --example seed_costs` prints the full table.)
     let mut world = AwsPipelineWorld::new(false).await;
-    let rounds = tally_tests::seed::run_seed_rounds(&mut world, 100, &[100, 10]).await;
+    let rounds = tally_tests::sample_workload::run_sample_rounds(&mut world, 100, &[100, 10]).await;
     for round in &rounds {
         assert_eq!(round.total_writes, round.changed_counters, "{round:?}");
         assert!(round.partial_writes <= 64, "{round:?}");

@@ -196,7 +196,7 @@ fn batches<'a>(stdout: &'a str, function: &str) -> Vec<&'a str> {
 }
 
 #[tokio::test]
-async fn dev_up_and_pump_run_the_seed_example_through_the_whole_pipeline() {
+async fn dev_up_and_pump_run_the_worked_example_through_the_whole_pipeline() {
     let dev = Dev::up().await;
     // Again: nothing fails and nothing is duplicated.
     let again = tally_ok(
@@ -225,7 +225,7 @@ async fn dev_up_and_pump_run_the_seed_example_through_the_whole_pipeline() {
         .unwrap();
     assert_eq!(notifications.topic_configurations().len(), 1);
 
-    // The seed's example: four instances, 191122 in all, over the limit of
+    // The worked example: four instances, 191122 in all, over the limit of
     // the bundled counter1-max rule (150000).
     let date = today();
     let bucket = dev.text("bucket");

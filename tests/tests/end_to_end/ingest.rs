@@ -758,8 +758,8 @@ async fn a_redelivered_event_finishes_the_check_its_crashed_delivery_never_ran()
 }
 
 #[tokio::test]
-async fn a_seed_round_costs_one_write_per_changed_upload_and_none_for_repeats() {
-    // The seed's workload: 100 instances × 100 counters, one direct S3 event
+async fn a_sample_round_costs_one_write_per_changed_upload_and_none_for_repeats() {
+    // The per-counter design's sample workload: 100 instances × 100 counters, one direct S3 event
     // per round carrying every record. Write units come from the items'
     // sizes by DynamoDB's rules (the server's own figures are not real).
     let world = AwsIngestWorld::new().await;
@@ -798,7 +798,7 @@ async fn a_seed_round_costs_one_write_per_changed_upload_and_none_for_repeats() 
             .await
             .unwrap();
         println!(
-            "seed round, {round}: {} writes, {} write units, {} read units",
+            "sample round, {round}: {} writes, {} write units, {} read units",
             report.capacity.writes, report.capacity.write_units, report.capacity.read_units
         );
         figures.push((report.capacity.writes, report.capacity.write_units));
