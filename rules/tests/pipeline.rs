@@ -8,14 +8,12 @@
 //! carries (the SNS envelope, stream records in Lambda's shape).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tally_core::key::Date;
-use tally_core::ports::{Notifier, StoreError};
 use tally_core::rules::RuleSet;
 use tally_core::rules::alert::{AlertState, Notification};
 use tally_embedded::alerts_table::SqliteAlertStore;
@@ -23,7 +21,7 @@ use tally_embedded::totals_tables::SqliteTotalsStore;
 use tally_rules::changes;
 use tally_rules::stage::{RulesReport, RulesStage, StageConfig};
 use tally_testkit::aggregate_model::{batch_totals, live_totals};
-use tally_testkit::memory::MemoryBucket;
+use tally_testkit::memory::{MemoryBucket, MemoryTopic};
 use tally_testkit::world::{EmbeddedPipelineWorld, IngestWorld, PipelineWorld};
 
 const DATE: &str = "2015-11-16";
@@ -37,34 +35,12 @@ rules:
     labels: {team: platform}
 "#;
 
-/// Messages published, in order; the next `failing` publishes fail (the
-/// topic down after the transition was written).
-#[derive(Clone, Default)]
-struct Topic {
-    sent: Arc<Mutex<Vec<Notification>>>,
-    failing: Arc<AtomicUsize>,
-}
-
-impl Notifier for Topic {
-    async fn publish(&self, notification: &Notification) -> Result<(), StoreError> {
-        if self
-            .failing
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return Err(StoreError::new("publish", "injected outage"));
-        }
-        self.sent.lock().unwrap().push(notification.clone());
-        Ok(())
-    }
-}
-
-type Stage = RulesStage<SqliteTotalsStore, SqliteAlertStore, Topic, MemoryBucket>;
+type Stage = RulesStage<SqliteTotalsStore, SqliteAlertStore, MemoryTopic, MemoryBucket>;
 
 struct RulesWorld {
     pipeline: EmbeddedPipelineWorld,
     rules: RuleSet,
-    topic: Topic,
+    topic: MemoryTopic,
     stage: Stage,
     now: Arc<Mutex<DateTime<Utc>>>,
     /// The totals' change log already handed to the rules stage.
@@ -88,7 +64,7 @@ impl RulesWorld {
                 .expect("a valid time")
                 .to_utc(),
         ));
-        let topic = Topic::default();
+        let topic = MemoryTopic::default();
         let stage = RulesWorld::stage_over(&pipeline, &topic, &now, Duration::from_secs(30));
         RulesWorld {
             pipeline,
@@ -105,7 +81,7 @@ impl RulesWorld {
     /// invocation.
     fn stage_over(
         pipeline: &EmbeddedPipelineWorld,
-        topic: &Topic,
+        topic: &MemoryTopic,
         now: &Arc<Mutex<DateTime<Utc>>>,
         lease: Duration,
     ) -> Stage {
@@ -191,7 +167,7 @@ impl RulesWorld {
 
     /// The messages published since the last call.
     fn messages(&mut self) -> Vec<Notification> {
-        let sent = self.topic.sent.lock().unwrap();
+        let sent = self.topic.sent();
         let new = sent[self.seen..].to_vec();
         self.seen = sent.len();
         new
@@ -358,7 +334,7 @@ async fn a_message_decided_but_not_published_is_sent_on_redelivery() {
         &world.now,
         Duration::from_secs(60),
     );
-    world.topic.failing.store(1, Ordering::SeqCst);
+    world.topic.fail_next(1);
     assert!(world.evaluate_on(&flaky, &batch).await.is_err());
     assert!(world.messages().is_empty());
     // Delivered again once the publisher's lease (60 s) has run out.

@@ -1,6 +1,7 @@
 //! The ports in memory, each keeping the conditions its DynamoDB and SQLite
 //! counterparts keep, for tests that choose every interleaving themselves
-//! or need no database at all.
+//! or need no database at all: the bucket, the state table, the aggregate
+//! stage's tables and the alert topic.
 //!
 //! [`MemoryBucket`] models S3 honestly enough for ingest's walk back through
 //! a key's history: a versioned bucket keeps every upload as a version and
@@ -10,16 +11,17 @@
 //! single PUT.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tally_core::aggregate::{Basis, PartialItem, TotalItem, partial_key};
 use tally_core::key::{Date, UploadKey};
 use tally_core::ports::{
-    ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectVersion, ObjectWriter, Precondition,
-    PutOutcome, StateStore, StoreError, TotalsStore,
+    Notifier, ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectVersion, ObjectWriter,
+    Precondition, PutOutcome, StateStore, StoreError, TotalsStore,
 };
+use tally_core::rules::alert::Notification;
 use tally_core::state::{InstanceState, bucket_of};
 use tally_embedded::directory::DirectoryStore;
 
@@ -371,5 +373,40 @@ impl TotalsStore for MemoryTotalsStore {
             .filter(|((d, _), _)| d == date.as_str())
             .map(|(_, total)| total.clone())
             .collect())
+    }
+}
+
+/// The alert topic in memory: every message published, in order. The next
+/// publishes can be made to fail, as SNS does when it is down (or the
+/// process dies before its publish). Clones share the messages.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryTopic {
+    sent: Arc<Mutex<Vec<Notification>>>,
+    failing: Arc<AtomicUsize>,
+}
+
+impl MemoryTopic {
+    /// Every message published so far, in order.
+    pub fn sent(&self) -> Vec<Notification> {
+        locked(&self.sent).clone()
+    }
+
+    /// Makes the next `publishes` publishes fail.
+    pub fn fail_next(&self, publishes: usize) {
+        self.failing.store(publishes, Ordering::SeqCst);
+    }
+}
+
+impl Notifier for MemoryTopic {
+    async fn publish(&self, notification: &Notification) -> Result<(), StoreError> {
+        if self
+            .failing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::new("publishing an alert", "injected outage"));
+        }
+        locked(&self.sent).push(notification.clone());
+        Ok(())
     }
 }
