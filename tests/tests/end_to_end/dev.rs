@@ -1,5 +1,6 @@
 //! The `tally` command's AWS tools, run as a person runs them: the real
-//! binary against the AWS API server `scripts/test` starts (moto's server),
+//! binary (built from this checkout on first use, [`tally_tests::cli`] says
+//! how and why) against the AWS API server `scripts/test` starts (moto's server),
 //! configured only through the usual AWS environment variables. Uploads go
 //! through the S3 API, and what the pipeline produced is read back through
 //! DynamoDB, S3 and an SQS queue subscribed to the alert topic.
