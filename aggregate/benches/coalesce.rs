@@ -19,8 +19,8 @@
 //!   state change): the pure first half of the handler.
 //! - `coalesce/handle-memory-100`: [`Aggregator::handle`], the Lambda
 //!   handler, over a store that keeps the partial items and totals in
-//!   memory maps (defined below, with the same conditional-write rules as
-//!   the DynamoDB and SQLite adapters). This is the handler's own CPU:
+//!   memory maps (the test kit's `MemoryTotalsStore`, with the same
+//!   conditional-write rules as the DynamoDB and SQLite adapters). This is the handler's own CPU:
 //!   decoding, grouping, folding each bucket, recomputing the 100 totals
 //!   from the day's partials, and costing every write by DynamoDB's rules.
 //! - `coalesce/handle-sqlite-100`: the same handler over the embedded
@@ -40,102 +40,23 @@
 //! smoke test.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::sync::Mutex;
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use tally_aggregate::Aggregator;
 use tally_aggregate::handler::decode_record;
-use tally_core::aggregate::{Basis, PartialItem, TotalItem, partial_key};
 use tally_core::key::{Date, UploadKey};
 use tally_core::ordering::OrderingKey;
-use tally_core::ports::{PutOutcome, StoreError, TotalsStore};
+use tally_core::ports::TotalsStore;
 use tally_core::state::{StateItem, partition_key};
 use tally_embedded::database::Database;
+use tally_testkit::memory::MemoryTotalsStore;
 
 const INSTANCES: usize = 100;
 const COUNTERS: usize = 100;
 const DATE: &str = "2015-11-16";
-
-/// The partial items and totals in memory, with the adapters' rules: a
-/// partial is written only over the version it was read at, a total only
-/// over the basis it was computed against.
-#[derive(Default)]
-struct MemoryTotals {
-    partials: Mutex<BTreeMap<String, PartialItem>>,
-    totals: Mutex<BTreeMap<(String, String), TotalItem>>,
-}
-
-impl TotalsStore for MemoryTotals {
-    async fn partial(&self, date: &Date, bucket: u64) -> Result<Option<PartialItem>, StoreError> {
-        let partials = self.partials.lock().expect("not poisoned");
-        Ok(partials.get(&partial_key(date, bucket)).cloned())
-    }
-
-    async fn put_partial(
-        &self,
-        item: &PartialItem,
-        read_version: u64,
-    ) -> Result<PutOutcome, StoreError> {
-        let mut partials = self.partials.lock().expect("not poisoned");
-        let stored = partials.get(&item.part).map_or(0, |p| p.version);
-        if stored != read_version {
-            return Ok(PutOutcome::PreconditionFailed);
-        }
-        partials.insert(item.part.clone(), item.clone());
-        Ok(PutOutcome::Written)
-    }
-
-    async fn partials(&self, date: &Date) -> Result<Vec<PartialItem>, StoreError> {
-        let partials = self.partials.lock().expect("not poisoned");
-        Ok(partials
-            .values()
-            .filter(|p| p.date == *date)
-            .cloned()
-            .collect())
-    }
-
-    async fn totals_of(
-        &self,
-        date: &Date,
-        counters: &BTreeSet<String>,
-    ) -> Result<BTreeMap<String, TotalItem>, StoreError> {
-        let totals = self.totals.lock().expect("not poisoned");
-        Ok(counters
-            .iter()
-            .filter_map(|counter| {
-                totals
-                    .get(&(date.as_str().to_owned(), counter.clone()))
-                    .map(|total| (counter.clone(), total.clone()))
-            })
-            .collect())
-    }
-
-    async fn put_total(
-        &self,
-        item: &TotalItem,
-        replaces: Option<&Basis>,
-    ) -> Result<PutOutcome, StoreError> {
-        let mut totals = self.totals.lock().expect("not poisoned");
-        let key = (item.date.as_str().to_owned(), item.counter.clone());
-        if totals.get(&key).map(|t| &t.basis) != replaces {
-            return Ok(PutOutcome::PreconditionFailed);
-        }
-        totals.insert(key, item.clone());
-        Ok(PutOutcome::Written)
-    }
-
-    async fn totals(&self, date: &Date) -> Result<Vec<TotalItem>, StoreError> {
-        let totals = self.totals.lock().expect("not poisoned");
-        Ok(totals
-            .iter()
-            .filter(|((d, _), _)| d == date.as_str())
-            .map(|(_, total)| total.clone())
-            .collect())
-    }
-}
 
 /// Instance `n`'s body at `minute`: its cumulative counters, each grown by
 /// a rate of its own every minute.
@@ -242,7 +163,7 @@ fn bench_coalesce(c: &mut Criterion) {
 
     // Each store starts from the first minute's inserts; every iteration
     // then handles the next minute.
-    let memory = Aggregator::new(MemoryTotals::default());
+    let memory = Aggregator::new(MemoryTotalsStore::default());
     let sqlite = Aggregator::new(
         Database::open(":memory:")
             .expect("an in-memory database")

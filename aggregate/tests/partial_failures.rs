@@ -3,79 +3,19 @@
 //! and as the embedded runtime does (from its checkpoint): every group is
 //! then folded in exactly once, over the SQLite tables, with no server.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tally_aggregate::Aggregator;
-use tally_core::aggregate::{Basis, PartialItem, SequenceNumber, StateChange, TotalItem};
+use tally_core::aggregate::{SequenceNumber, StateChange};
 use tally_core::key::Date;
-use tally_core::ports::{PutOutcome, StoreError, TotalsStore};
+use tally_core::ports::TotalsStore;
 use tally_core::state::bucket_of;
 use tally_embedded::database::Database;
+use tally_testkit::faults::{FailingPart, Part};
 
 const DATE: &str = "2015-11-16";
-
-/// Fails every call that touches one bucket's partial item while `failing`
-/// is set: throttling or a conflict on that group alone.
-#[derive(Clone)]
-struct FailingBucket<T> {
-    inner: T,
-    bucket: u64,
-    failing: Arc<AtomicBool>,
-}
-
-impl<T> FailingBucket<T> {
-    fn check(&self, bucket: u64) -> Result<(), StoreError> {
-        if bucket == self.bucket && self.failing.load(Ordering::SeqCst) {
-            return Err(StoreError::new(
-                format!("reading partial item of bucket {bucket}"),
-                "injected throttling",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl<T: TotalsStore> TotalsStore for FailingBucket<T> {
-    async fn partial(&self, date: &Date, bucket: u64) -> Result<Option<PartialItem>, StoreError> {
-        self.check(bucket)?;
-        self.inner.partial(date, bucket).await
-    }
-
-    async fn put_partial(
-        &self,
-        item: &PartialItem,
-        read_version: u64,
-    ) -> Result<PutOutcome, StoreError> {
-        self.check(item.bucket)?;
-        self.inner.put_partial(item, read_version).await
-    }
-
-    async fn partials(&self, date: &Date) -> Result<Vec<PartialItem>, StoreError> {
-        self.inner.partials(date).await
-    }
-
-    async fn totals_of(
-        &self,
-        date: &Date,
-        counters: &BTreeSet<String>,
-    ) -> Result<BTreeMap<String, TotalItem>, StoreError> {
-        self.inner.totals_of(date, counters).await
-    }
-
-    async fn put_total(
-        &self,
-        item: &TotalItem,
-        replaces: Option<&Basis>,
-    ) -> Result<PutOutcome, StoreError> {
-        self.inner.put_total(item, replaces).await
-    }
-
-    async fn totals(&self, date: &Date) -> Result<Vec<TotalItem>, StoreError> {
-        self.inner.totals(date).await
-    }
-}
 
 fn body(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
     pairs.iter().map(|(n, v)| ((*n).to_owned(), *v)).collect()
@@ -122,11 +62,12 @@ async fn a_net_zero_group_then_a_failure_in_another_group_redelivers_its_tail_ex
     let db = Database::open(":memory:").unwrap();
     let (i, j) = instances_in_two_buckets();
     let failing = Arc::new(AtomicBool::new(false));
-    let store = FailingBucket {
-        inner: db.totals(),
+    // Throttling on j's group alone, its writes lost, while the switch is on.
+    let j_group = Part::Partial {
+        date: Date::parse(DATE).unwrap(),
         bucket: bucket_of(&j),
-        failing: failing.clone(),
     };
+    let store = FailingPart::new(db.totals(), j_group, false).while_set(failing.clone());
     let aggregator = Aggregator::new(store);
     let a = body(&[("requests", 10)]);
     let b = body(&[("requests", 3)]);

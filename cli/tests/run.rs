@@ -130,13 +130,13 @@ fn interrupt(child: &mut Child) {
 #[test]
 fn tally_run_follows_the_directory_across_restarts_without_repeating_alerts() {
     let bucket = Bucket::new();
-    let seed = [
+    let uploads = [
         ("i-1", "COUNTER1 12345\nbids-won 1\n"),
         ("i-2", "COUNTER1 123456\n"),
         ("i-3", "COUNTER1 1000 заказы 7\n"),
         ("i-4", "COUNTER1 54321\n"),
     ];
-    for (instance, body) in seed {
+    for (instance, body) in uploads {
         bucket.upload(instance, body);
     }
     bucket.once();

@@ -1,22 +1,18 @@
 //! Delivery schedules that once left the state wrong, replayed step by step
-//! over an in-memory state table and a scripted versioned bucket, so the
+//! over the test kit's in-memory state table and versioned bucket, so the
 //! exact interleaving is the test's to choose and no server is needed.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
 use tally_core::key::{Date, UploadKey};
 use tally_core::ordering::OrderingKey;
-use tally_core::ports::{
-    ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectVersion, Precondition, PutOutcome,
-    StateStore, StoreError,
-};
-use tally_core::state::{Content, InstanceState, bucket_of};
+use tally_core::ports::{ObjectStore, Precondition, PutOutcome, StateStore, StoreError};
+use tally_core::state::{Content, InstanceState};
 use tally_ingest::event::{Change, Notice};
 use tally_ingest::{IngestConfig, Ingestor, Outcome};
+use tally_testkit::memory::{MemoryBucket, MemoryStateStore, Put};
 use tokio::sync::Notify;
 
 const BUCKET: &str = "fleet";
@@ -26,67 +22,19 @@ const B: &str = "requests 20\n";
 /// An odd number of tokens: rejected whole.
 const REJECTED: &str = "requests 30 errors\n";
 
-/// The state table in memory, applying the preconditions as both adapters do.
-#[derive(Clone, Default)]
-struct MemoryState {
-    items: Arc<Mutex<BTreeMap<UploadKey, InstanceState>>>,
-}
-
-impl MemoryState {
-    fn content(&self) -> Option<Content> {
-        let key = UploadKey {
-            date: Date::parse("2015-11-16").unwrap(),
-            instance: "i-1".into(),
-        };
-        self.items
-            .lock()
-            .unwrap()
-            .get(&key)
-            .map(|s| s.content.clone())
-    }
-}
-
-impl StateStore for MemoryState {
-    async fn get(&self, key: &UploadKey) -> Result<Option<InstanceState>, StoreError> {
-        Ok(self.items.lock().unwrap().get(key).cloned())
-    }
-
-    async fn put(
-        &self,
-        state: &InstanceState,
-        precondition: &Precondition,
-    ) -> Result<PutOutcome, StoreError> {
-        let mut items = self.items.lock().unwrap();
-        if !precondition.holds(state, items.get(&state.key)) {
-            return Ok(PutOutcome::PreconditionFailed);
-        }
-        items.insert(state.key.clone(), state.clone());
-        Ok(PutOutcome::Written)
-    }
-
-    async fn bucket(&self, date: &Date, bucket: u64) -> Result<Vec<InstanceState>, StoreError> {
-        let items = self.items.lock().unwrap();
-        Ok(items
-            .values()
-            .filter(|s| &s.key.date == date && bucket_of(&s.key.instance) == bucket)
-            .cloned()
-            .collect())
-    }
-}
-
 /// The state table, with the first correction (a `Replaces` write) held
 /// back until the test resumes it, then landed with its response lost: the
 /// SDK's retry fails its condition, and that failure is what the caller sees.
 #[derive(Clone)]
 struct LostCorrectionResponse {
-    inner: MemoryState,
+    inner: MemoryStateStore,
     reached: Arc<Notify>,
     resume: Arc<Notify>,
     held: Arc<AtomicBool>,
 }
 
 impl LostCorrectionResponse {
-    fn new(inner: MemoryState) -> LostCorrectionResponse {
+    fn new(inner: MemoryStateStore) -> LostCorrectionResponse {
         LostCorrectionResponse {
             inner,
             reached: Arc::new(Notify::new()),
@@ -121,152 +69,15 @@ impl StateStore for LostCorrectionResponse {
     }
 }
 
-/// One entry of a key's history in a versioned bucket.
-#[derive(Clone)]
-enum Entry {
-    Object { version_id: String, body: Bytes },
-    DeleteMarker { version_id: String },
-}
-
-/// A versioned bucket: every upload adds a version, every delete a marker.
-#[derive(Clone, Default)]
-struct VersionedBucket {
-    keys: Arc<Mutex<BTreeMap<String, Vec<Entry>>>>,
-    next_version: Arc<AtomicU64>,
-}
-
-/// What an upload returns: its version id and ETag.
-struct Uploaded {
-    version_id: String,
-    etag: String,
-}
-
-fn etag_of(body: &[u8]) -> String {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    body.hash(&mut hasher);
-    format!("{:016x}", hasher.finish())
-}
-
-impl VersionedBucket {
-    fn upload(&self, key: &str, body: &str) -> Uploaded {
-        let version_id = format!("v{}", self.next_version.fetch_add(1, Ordering::SeqCst));
-        self.keys
-            .lock()
-            .unwrap()
-            .entry(key.to_owned())
-            .or_default()
-            .push(Entry::Object {
-                version_id: version_id.clone(),
-                body: Bytes::copy_from_slice(body.as_bytes()),
-            });
-        Uploaded {
-            version_id,
-            etag: etag_of(body.as_bytes()),
-        }
-    }
-
-    fn delete(&self, key: &str) {
-        let version_id = format!("v{}", self.next_version.fetch_add(1, Ordering::SeqCst));
-        self.keys
-            .lock()
-            .unwrap()
-            .entry(key.to_owned())
-            .or_default()
-            .push(Entry::DeleteMarker { version_id });
-    }
-
-    /// The entry a location names: its version, or the key's newest entry.
-    fn entry(&self, key: &str, version_id: Option<&str>) -> Option<Entry> {
-        let keys = self.keys.lock().unwrap();
-        let history = keys.get(key)?;
-        match version_id {
-            None => history.last().cloned(),
-            Some(wanted) => history
-                .iter()
-                .find(|e| matches!(e, Entry::Object { version_id, .. } if version_id == wanted))
-                .cloned(),
-        }
-    }
-}
-
-impl ObjectStore for VersionedBucket {
-    async fn get(
-        &self,
-        location: &ObjectLocation,
-        max_bytes: u64,
-    ) -> Result<Option<(ObjectMeta, ObjectBody)>, StoreError> {
-        Ok(
-            match self.entry(&location.key, location.version_id.as_deref()) {
-                Some(Entry::Object { version_id, body }) => {
-                    let meta = ObjectMeta {
-                        etag: etag_of(&body),
-                        version_id: Some(version_id),
-                        size: body.len() as u64,
-                    };
-                    if meta.size > max_bytes {
-                        Some((meta, ObjectBody::OverCap))
-                    } else {
-                        Some((meta, ObjectBody::Read(body)))
-                    }
-                }
-                Some(Entry::DeleteMarker { .. }) | None => None,
-            },
-        )
-    }
-
-    async fn head(&self, _bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
-        Ok(match self.entry(key, None) {
-            Some(Entry::Object { version_id, body }) => Some(ObjectMeta {
-                etag: etag_of(&body),
-                version_id: Some(version_id),
-                size: body.len() as u64,
-            }),
-            Some(Entry::DeleteMarker { .. }) | None => None,
-        })
-    }
-
-    /// The whole rest of the history in one page, so the walk's paging is
-    /// exercised with pages of several entries (S3's adapter lists one).
-    async fn versions(
-        &self,
-        _bucket: &str,
-        key: &str,
-        after: Option<&str>,
-    ) -> Result<Vec<ObjectVersion>, StoreError> {
-        let keys = self.keys.lock().unwrap();
-        let newest_first = keys
-            .get(key)
-            .into_iter()
-            .flatten()
-            .rev()
-            .map(|entry| match entry {
-                Entry::Object { version_id, body } => ObjectVersion::Object {
-                    version_id: version_id.clone(),
-                    etag: etag_of(body),
-                },
-                Entry::DeleteMarker { version_id } => ObjectVersion::DeleteMarker {
-                    version_id: version_id.clone(),
-                },
-            });
-        Ok(match after {
-            None => newest_first.collect(),
-            Some(after) => newest_first
-                .skip_while(|v| v.version_id() != after)
-                .skip(1)
-                .collect(),
-        })
-    }
-}
-
 fn ordering(sequencer: &str) -> OrderingKey {
     OrderingKey::from_sequencer(sequencer).unwrap()
 }
 
-fn created(uploaded: &Uploaded, sequencer: &str) -> Notice {
+fn created(uploaded: &Put, sequencer: &str) -> Notice {
     Notice {
         bucket: BUCKET.into(),
         object_key: KEY.into(),
-        version_id: Some(uploaded.version_id.clone()),
+        version_id: uploaded.version_id.clone(),
         ordering: ordering(sequencer),
         change: Change::Created {
             etag: Some(uploaded.etag.clone()),
@@ -294,8 +105,16 @@ fn counters_of(body: &str) -> Option<BTreeMap<String, i64>> {
     )
 }
 
-fn contributes(state: &MemoryState) -> Option<BTreeMap<String, i64>> {
-    state.content().and_then(|c| c.counters().cloned())
+async fn content(state: &MemoryStateStore) -> Option<Content> {
+    let key = UploadKey {
+        date: Date::parse("2015-11-16").unwrap(),
+        instance: "i-1".into(),
+    };
+    state.get(&key).await.unwrap().map(|s| s.content)
+}
+
+async fn contributes(state: &MemoryStateStore) -> Option<BTreeMap<String, i64>> {
+    content(state).await.and_then(|c| c.counters().cloned())
 }
 
 async fn apply<S: StateStore, O: ObjectStore>(
@@ -319,8 +138,8 @@ async fn a_lost_correction_response_still_checks_the_bucket_again() {
     // another's write, it ended the check without the look at the bucket
     // that would have found A again, and the delete's event then found the
     // tombstone it expects: the state said deleted while the bucket held A.
-    let bucket = VersionedBucket::default();
-    let state = MemoryState::default();
+    let bucket = MemoryBucket::versioned();
+    let state = MemoryStateStore::default();
     let w1 = bucket.upload(KEY, A);
     bucket.delete(KEY);
     let lossy = LostCorrectionResponse::new(state.clone());
@@ -337,7 +156,11 @@ async fn a_lost_correction_response_still_checks_the_bucket_again() {
     let (first, ()) = tokio::join!(apply(&late, &e1), meanwhile);
     apply(&plain, &removed("2")).await;
 
-    assert_eq!(contributes(&state), counters_of(A), "the bucket holds A");
+    assert_eq!(
+        contributes(&state).await,
+        counters_of(A),
+        "the bucket holds A"
+    );
     // The landed correction is reported as one.
     assert!(
         matches!(first, Outcome::Written { corrected: true }),
@@ -351,8 +174,8 @@ async fn a_rejected_newest_upload_on_a_versioned_bucket_keeps_the_newest_accepte
     // find A stored; C's is rejected; B's, delivered last, reads version 2
     // and writes B, and its check finds C, which cannot be stored. The
     // newest accepted upload is A, and the versions say so.
-    let bucket = VersionedBucket::default();
-    let state = MemoryState::default();
+    let bucket = MemoryBucket::versioned();
+    let state = MemoryStateStore::default();
     let ingestor = Ingestor::new(state.clone(), bucket.clone(), IngestConfig::default());
     let a1 = bucket.upload(KEY, A);
     let b2 = bucket.upload(KEY, B);
@@ -368,7 +191,7 @@ async fn a_rejected_newest_upload_on_a_versioned_bucket_keeps_the_newest_accepte
     assert!(matches!(rejected, Outcome::Rejected(_)), "{rejected:?}");
     apply(&ingestor, &created(&b2, "2")).await;
 
-    assert_eq!(contributes(&state), counters_of(A));
+    assert_eq!(contributes(&state).await, counters_of(A));
 }
 
 #[tokio::test]
@@ -376,8 +199,8 @@ async fn a_rejected_upload_after_a_delete_and_a_re_upload_keeps_the_re_upload() 
     // A(1), delete(2), A(3), rejected C(4). A's second event finds A stored;
     // the delete's event, delivered last, writes a tombstone, and its check
     // finds C. The versions under C say A was uploaded after the delete.
-    let bucket = VersionedBucket::default();
-    let state = MemoryState::default();
+    let bucket = MemoryBucket::versioned();
+    let state = MemoryStateStore::default();
     let ingestor = Ingestor::new(state.clone(), bucket.clone(), IngestConfig::default());
     let a1 = bucket.upload(KEY, A);
     bucket.delete(KEY);
@@ -392,15 +215,15 @@ async fn a_rejected_upload_after_a_delete_and_a_re_upload_keeps_the_re_upload() 
     apply(&ingestor, &created(&c4, "4")).await;
     apply(&ingestor, &removed("2")).await;
 
-    assert_eq!(contributes(&state), counters_of(A));
+    assert_eq!(contributes(&state).await, counters_of(A));
 }
 
 #[tokio::test]
 async fn a_rejected_upload_after_a_delete_leaves_the_tombstone() {
     // A(1), delete(2), rejected C(3), with A's event first. Walking back from
     // C must stop at the delete marker, not reach A behind it.
-    let bucket = VersionedBucket::default();
-    let state = MemoryState::default();
+    let bucket = MemoryBucket::versioned();
+    let state = MemoryStateStore::default();
     let ingestor = Ingestor::new(state.clone(), bucket.clone(), IngestConfig::default());
     let a1 = bucket.upload(KEY, A);
     bucket.delete(KEY);
@@ -410,5 +233,5 @@ async fn a_rejected_upload_after_a_delete_leaves_the_tombstone() {
     apply(&ingestor, &created(&c3, "3")).await;
     apply(&ingestor, &removed("2")).await;
 
-    assert_eq!(state.content(), Some(Content::Deleted));
+    assert_eq!(content(&state).await, Some(Content::Deleted));
 }

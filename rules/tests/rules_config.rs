@@ -39,7 +39,7 @@ fn the_starter_set_has_limits_and_cross_counter_expressions() {
     );
     let counter1 = rules
         .rule("counter1-max")
-        .expect("the seed's example rule ships");
+        .expect("the worked example's rule ships");
     assert!(matches!(
         counter1.condition,
         Condition::Limit {

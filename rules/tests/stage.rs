@@ -1,27 +1,27 @@
-//! The rules stage's schedules over the embedded tables (SQLite) and
-//! in-memory sinks, with the stage's clock injected: lost responses on the
+//! The rules stage's schedules over the embedded tables (SQLite) and the
+//! test kit's in-memory topic and bucket, with the stage's clock injected: lost responses on the
 //! alert-state table, partial writes read half-way, outboxes left behind,
 //! dates that keep losing their claim. No server is needed; the same stage
 //! code runs over DynamoDB on AWS.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tally_core::aggregate::{Basis, Exact, PartialItem, TotalItem};
 use tally_core::key::Date;
-use tally_core::ports::{AlertStore, Notifier, ObjectWriter, PutOutcome, StoreError, TotalsStore};
+use tally_core::ports::{AlertStore, Notifier, PutOutcome, StoreError, TotalsStore};
 use tally_core::rules::RuleSet;
-use tally_core::rules::alert::{AlertRecord, AlertState, Notification};
+use tally_core::rules::alert::{AlertRecord, AlertState};
 use tally_embedded::alerts_table::SqliteAlertStore;
 use tally_embedded::database::Database;
 use tally_embedded::totals_tables::SqliteTotalsStore;
 use tally_rules::stage::{RulesReport, RulesStage, StageConfig};
+use tally_testkit::memory::{MemoryBucket, MemoryTopic};
 
 const DATE: &str = "2015-11-16";
 const RULES: &str =
@@ -31,65 +31,9 @@ fn date() -> Date {
     Date::parse(DATE).expect("a valid date")
 }
 
-/// Snapshots kept in memory by key.
-#[derive(Clone, Default)]
-struct Objects(Arc<Mutex<BTreeMap<String, Bytes>>>);
-
-impl ObjectWriter for Objects {
-    async fn put(
-        &self,
-        _bucket: &str,
-        key: &str,
-        body: Bytes,
-        _content_type: &str,
-    ) -> Result<(), StoreError> {
-        self.0.lock().expect("objects").insert(key.to_owned(), body);
-        Ok(())
-    }
-
-    async fn list(&self, _bucket: &str, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(self
-            .0
-            .lock()
-            .expect("objects")
-            .keys()
-            .filter(|key| key.starts_with(prefix))
-            .map(|key| (key.clone(), String::new()))
-            .collect())
-    }
-}
-
-/// Messages published, in order; the next `failing` publishes fail (SNS
-/// down, or the process dying before its publish).
-#[derive(Clone, Default)]
-struct Topic {
-    sent: Arc<Mutex<Vec<Notification>>>,
-    failing: Arc<AtomicUsize>,
-}
-
-impl Topic {
-    fn sent(&self) -> Vec<(AlertState, Option<i128>)> {
-        self.sent
-            .lock()
-            .expect("sent")
-            .iter()
-            .map(|n| (n.state, n.value))
-            .collect()
-    }
-}
-
-impl Notifier for Topic {
-    async fn publish(&self, notification: &Notification) -> Result<(), StoreError> {
-        if self
-            .failing
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return Err(StoreError::new("SNS Publish", "injected outage"));
-        }
-        self.sent.lock().expect("sent").push(notification.clone());
-        Ok(())
-    }
+/// What the topic sent, as the tests compare it.
+fn sent(topic: &MemoryTopic) -> Vec<(AlertState, Option<i128>)> {
+    topic.sent().iter().map(|n| (n.state, n.value)).collect()
 }
 
 /// A kind of conditional write on the alert-state table.
@@ -198,7 +142,7 @@ const CONCURRENT: &str = "a concurrent evaluation";
 #[derive(Clone)]
 struct Overtaken<A> {
     inner: A,
-    topic: Topic,
+    topic: MemoryTopic,
     renewed_until: DateTime<Utc>,
     /// 0: not yet overtaken; then the concurrent evaluation's steps done.
     steps: Arc<AtomicUsize>,
@@ -265,8 +209,8 @@ struct Day {
     _dir: tempfile::TempDir,
     db: Database,
     rules: RuleSet,
-    objects: Objects,
-    topic: Topic,
+    objects: MemoryBucket,
+    topic: MemoryTopic,
     now: Arc<Mutex<DateTime<Utc>>>,
     /// The totals' change log already handed to the rules stage.
     delivered: i64,
@@ -280,8 +224,8 @@ impl Day {
             _dir: dir,
             db,
             rules: RuleSet::load(&[("rules.yaml", RULES)]).expect("the test's rules load"),
-            objects: Objects::default(),
-            topic: Topic::default(),
+            objects: MemoryBucket::unversioned(),
+            topic: MemoryTopic::default(),
             now: Arc::new(Mutex::new(
                 DateTime::parse_from_rfc3339("2015-11-16T08:00:00Z")
                     .expect("a valid time")
@@ -299,7 +243,7 @@ impl Day {
         &self,
         alerts: A,
         lease: Duration,
-    ) -> RulesStage<SqliteTotalsStore, A, Topic, Objects> {
+    ) -> RulesStage<SqliteTotalsStore, A, MemoryTopic, MemoryBucket> {
         let mut config = StageConfig::new("snapshots");
         config.lease = lease;
         config.max_conflicts = 2;
@@ -371,11 +315,8 @@ impl Day {
 
     fn snapshot(&self) -> Option<String> {
         self.objects
-            .0
-            .lock()
-            .expect("objects")
-            .get(&format!("totals/{DATE}"))
-            .map(|body| String::from_utf8_lossy(body).into_owned())
+            .current(&format!("totals/{DATE}"))
+            .map(|body| String::from_utf8_lossy(&body).into_owned())
     }
 
     async fn outboxes(&self) -> Vec<String> {
@@ -439,7 +380,7 @@ async fn a_basis_only_total_record_after_cancelling_partial_writes_rewrites_the_
     let (response, report) = stage.handle(&day.rules, &first).await;
     assert_succeeded(&response, &report);
     assert_eq!(day.snapshot().as_deref(), Some("ERRORS 7\n"));
-    assert_eq!(day.topic.sent(), [(AlertState::Firing, Some(7))]);
+    assert_eq!(sent(&day.topic), [(AlertState::Firing, Some(7))]);
 
     let y = day.partial(9, 4, 2).await;
     day.total(&[x, y], Some(&stored)).await;
@@ -454,7 +395,7 @@ async fn a_basis_only_total_record_after_cancelling_partial_writes_rewrites_the_
         "the snapshot must follow the day's final totals"
     );
     assert_eq!(
-        day.topic.sent(),
+        sent(&day.topic),
         [
             (AlertState::Firing, Some(7)),
             (AlertState::Resolved, Some(6))
@@ -481,7 +422,7 @@ async fn a_lost_renewal_response_still_publishes_the_outbox() {
     let batch = over_the_limit(&mut day).await;
     let (response, report) = stage.handle(&day.rules, &batch).await;
     assert_succeeded(&response, &report);
-    assert_eq!(day.topic.sent(), [(AlertState::Firing, Some(7))]);
+    assert_eq!(sent(&day.topic), [(AlertState::Firing, Some(7))]);
     assert!(day.outboxes().await.is_empty());
 }
 
@@ -495,7 +436,7 @@ async fn a_lost_decision_response_publishes_without_waiting_out_its_own_lease() 
     let batch = over_the_limit(&mut day).await;
     let (response, report) = stage.handle(&day.rules, &batch).await;
     assert_succeeded(&response, &report);
-    assert_eq!(day.topic.sent(), [(AlertState::Firing, Some(7))]);
+    assert_eq!(sent(&day.topic), [(AlertState::Firing, Some(7))]);
     assert!(day.outboxes().await.is_empty());
 }
 
@@ -506,7 +447,7 @@ async fn a_lost_decision_response_publishes_without_waiting_out_its_own_lease() 
 async fn a_lost_outbox_claim_response_publishes_without_waiting_out_its_own_lease() {
     let mut day = Day::new();
     let batch = over_the_limit(&mut day).await;
-    day.topic.failing.store(1, Ordering::SeqCst);
+    day.topic.fail_next(1);
     let dying = day.stage(day.alerts(), Duration::from_secs(1));
     let (response, _) = dying.handle(&day.rules, &batch).await;
     assert_eq!(response.batch_item_failures.len(), 1);
@@ -517,7 +458,7 @@ async fn a_lost_outbox_claim_response_publishes_without_waiting_out_its_own_leas
     let redelivery = day.stage(alerts, Duration::from_secs(1));
     let (response, report) = redelivery.handle(&day.rules, &batch).await;
     assert_succeeded(&response, &report);
-    assert_eq!(day.topic.sent(), [(AlertState::Firing, Some(7))]);
+    assert_eq!(sent(&day.topic), [(AlertState::Firing, Some(7))]);
     assert!(day.outboxes().await.is_empty());
 }
 
@@ -529,7 +470,7 @@ async fn a_lost_outbox_claim_response_publishes_without_waiting_out_its_own_leas
 async fn an_outbox_of_a_date_past_the_alert_window_is_still_delivered() {
     let mut day = Day::new();
     let batch = over_the_limit(&mut day).await;
-    day.topic.failing.store(1, Ordering::SeqCst);
+    day.topic.fail_next(1);
     let stage = day.stage(day.alerts(), Duration::from_secs(60));
     let (response, _) = stage.handle(&day.rules, &batch).await;
     assert_eq!(response.batch_item_failures.len(), 1);
@@ -538,7 +479,7 @@ async fn an_outbox_of_a_date_past_the_alert_window_is_still_delivered() {
     let (response, report) = stage.handle(&day.rules, &batch).await;
     assert_succeeded(&response, &report);
     assert_eq!(report.dates_not_alerted, 1, "{report:?}");
-    assert_eq!(day.topic.sent(), [(AlertState::Firing, Some(7))]);
+    assert_eq!(sent(&day.topic), [(AlertState::Firing, Some(7))]);
     assert!(day.outboxes().await.is_empty());
 }
 
@@ -565,7 +506,7 @@ async fn a_date_that_keeps_losing_its_claim_fails_its_batch_from_its_first_recor
     assert_eq!(failed, [batch.records[0].change.sequence_number.clone()]);
     assert_eq!(report.failed, 1);
     assert!(day.snapshot().is_none());
-    assert!(day.topic.sent().is_empty());
+    assert!(sent(&day.topic).is_empty());
 }
 
 /// Two evaluations of the same totals decide the same record at the same
@@ -587,6 +528,6 @@ async fn two_evaluations_deciding_the_same_record_at_the_same_instant_send_it_on
     let stage = day.stage(alerts, lease);
     let (response, report) = stage.handle(&day.rules, &batch).await;
     assert_succeeded(&response, &report);
-    assert_eq!(day.topic.sent(), [(AlertState::Firing, Some(7))]);
+    assert_eq!(sent(&day.topic), [(AlertState::Firing, Some(7))]);
     assert!(day.outboxes().await.is_empty());
 }

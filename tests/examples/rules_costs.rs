@@ -1,5 +1,5 @@
-//! Prints what the rules stage costs for the seed's workload (100 instances
-//! × 100 counters, with the rules in `rules-config/`), against an AWS API
+//! Prints what the rules stage costs for the sample workload of the
+//! per-counter design tally replaces (100 instances × 100 counters, with the rules in `rules-config/`), against an AWS API
 //! server on loopback:
 //!
 //!     scripts/with-moto cargo run -p tally-tests --example rules_costs

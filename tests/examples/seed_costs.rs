@@ -1,12 +1,13 @@
-//! Prints what the aggregate stage writes for the seed's workload, against
+//! Prints what the aggregate stage writes for the sample workload of
+//! the per-counter design tally replaces, against
 //! an AWS API server on loopback:
 //!
 //!     scripts/with-moto cargo run -p tally-tests --example seed_costs
 //!
 //! Write and read units are computed from item sizes by DynamoDB's rules.
 
-use tally_tests::seed::run_seed_rounds;
-use tally_tests::world::PipelineWorld;
+use tally_tests::sample_workload::run_sample_rounds;
+use tally_tests::world::AwsPipelineWorld;
 
 #[tokio::main]
 async fn main() {
@@ -14,8 +15,8 @@ async fn main() {
         "batch | round        | batches | partial writes | total writes | write units | read units"
     );
     for batch in [10, 100] {
-        let mut world = PipelineWorld::new(false).await;
-        let rounds = run_seed_rounds(&mut world, batch, &[100, 10, 50, 100]).await;
+        let mut world = AwsPipelineWorld::new(false).await;
+        let rounds = run_sample_rounds(&mut world, batch, &[100, 10, 50, 100]).await;
         for (name, cost) in ["first upload", "10% changed", "50% changed", "100% changed"]
             .iter()
             .zip(rounds)

@@ -19,14 +19,14 @@ use tally_core::rules::RuleSet;
 use tally_rules::stage::{RulesReport, RulesStage, StageConfig};
 
 use crate::streams::{StreamReader, lambda_event};
-use crate::world::PipelineWorld;
+use crate::world::AwsPipelineWorld;
 use crate::{alert_queue, receive_all, sdk_config, unique};
 
 /// The rules stage as the Lambda wires it, over the test's server.
 pub type Stage = RulesStage<DynamoTotalsStore, DynamoAlertStore, SnsNotifier, S3ObjectStore>;
 
 pub struct RulesWorld {
-    pub pipeline: PipelineWorld,
+    pub pipeline: AwsPipelineWorld,
     pub alerts_table: String,
     pub topic_arn: String,
     pub queue_url: String,
@@ -49,7 +49,7 @@ impl RulesWorld {
     }
 
     pub async fn with_rules(rules: RuleSet) -> RulesWorld {
-        let pipeline = PipelineWorld::new(false).await;
+        let pipeline = AwsPipelineWorld::new(false).await;
         let sdk = sdk_config().await;
         let alerts_table = unique("alerts");
         tally_aws::alerts_table::create_alerts_table(&pipeline.ingest.dynamodb, &alerts_table)
@@ -91,7 +91,7 @@ impl RulesWorld {
     }
 
     fn stage_over(
-        pipeline: &PipelineWorld,
+        pipeline: &AwsPipelineWorld,
         alerts_table: &str,
         topic_arn: &str,
         now: &Arc<Mutex<DateTime<Utc>>>,

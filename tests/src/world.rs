@@ -1,6 +1,7 @@
-//! A fresh bucket and state table on the test server, with ingest wired to them.
-
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+//! A fresh bucket and state table on the test server, with ingest wired to
+//! them, and the aggregate stage on top: the AWS side of the test kit's
+//! worlds ([`tally_testkit::world`]), so the model tests run here as they
+//! run over SQLite in the stage crates.
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
@@ -10,15 +11,10 @@ use tally_core::key::{Date, UploadKey};
 use tally_core::ports::{StateStore, normalize_etag};
 use tally_core::state::{InstanceState, StateItem};
 use tally_ingest::{IngestConfig, Ingestor};
+pub use tally_testkit::world::Stamp;
+use tally_testkit::world::{IngestWorld, PipelineWorld, Stamps};
 
 use crate::{S3Change, s3_event, sdk_config, unique};
-
-/// When S3 says an event happened: its sequencer and its event time.
-#[derive(Debug, Clone)]
-pub struct Stamp {
-    pub sequencer: String,
-    pub event_millis: i64,
-}
 
 /// What S3 said about an upload.
 #[derive(Debug, Clone)]
@@ -36,11 +32,8 @@ pub struct Deleted {
     pub stamp: Stamp,
 }
 
-/// 2015-11-16T10:00:00Z, when the test world's clock starts.
-const CLOCK_START_MILLIS: i64 = 1_447_668_000_000;
-
 /// One test's own bucket and state table.
-pub struct IngestWorld {
+pub struct AwsIngestWorld {
     pub s3: aws_sdk_s3::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub bucket: String,
@@ -49,20 +42,19 @@ pub struct IngestWorld {
     pub ingestor: Ingestor<DynamoStateStore, S3ObjectStore>,
     /// Events carry no sequencer, only their time, as some emulators send them.
     pub timed: bool,
-    sequence: AtomicU64,
-    clock_millis: AtomicI64,
+    stamps: Stamps,
 }
 
-impl IngestWorld {
-    pub async fn new() -> IngestWorld {
-        IngestWorld::with(IngestConfig::default(), false).await
+impl AwsIngestWorld {
+    pub async fn new() -> AwsIngestWorld {
+        AwsIngestWorld::with(IngestConfig::default(), false).await
     }
 
-    pub async fn versioned() -> IngestWorld {
-        IngestWorld::with(IngestConfig::default(), true).await
+    pub async fn versioned() -> AwsIngestWorld {
+        AwsIngestWorld::with(IngestConfig::default(), true).await
     }
 
-    pub async fn with(config: IngestConfig, versioned: bool) -> IngestWorld {
+    pub async fn with(config: IngestConfig, versioned: bool) -> AwsIngestWorld {
         let sdk = sdk_config().await;
         let s3 = tally_aws::config::s3(&sdk);
         let dynamodb = tally_aws::config::dynamodb(&sdk);
@@ -90,7 +82,7 @@ impl IngestWorld {
             .expect("create the state table on the test server");
         let store = DynamoStateStore::new(dynamodb.clone(), &table);
         let ingestor = Ingestor::new(store.clone(), S3ObjectStore::new(s3.clone()), config);
-        IngestWorld {
+        AwsIngestWorld {
             s3,
             dynamodb,
             bucket,
@@ -98,14 +90,13 @@ impl IngestWorld {
             store,
             ingestor,
             timed: false,
-            sequence: AtomicU64::new(0x00AB_0000_0000_0000),
-            clock_millis: AtomicI64::new(CLOCK_START_MILLIS),
+            stamps: Stamps::default(),
         }
     }
 
     /// The same world, with events that carry no sequencer (ordered by time).
-    pub fn timed(self) -> IngestWorld {
-        IngestWorld {
+    pub fn timed(self) -> AwsIngestWorld {
+        AwsIngestWorld {
             timed: true,
             ..self
         }
@@ -114,21 +105,17 @@ impl IngestWorld {
     /// Makes the next upload or delete happen in the same millisecond as the
     /// last one, so time-ordered events tie.
     pub fn same_millisecond_next(&self) {
-        self.clock_millis.fetch_sub(1, Ordering::Relaxed);
+        self.stamps.same_millisecond_next();
     }
 
     fn stamp(&self) -> Stamp {
-        Stamp {
-            sequencer: self.next_sequencer(),
-            event_millis: self.clock_millis.fetch_add(1, Ordering::Relaxed) + 1,
-        }
+        self.stamps.next()
     }
 
     /// The next sequencer S3 would give an event, as S3 writes it: hex whose
     /// length grows, so comparisons must pad.
     pub fn next_sequencer(&self) -> String {
-        let n = self.sequence.fetch_add(1, Ordering::Relaxed);
-        format!("{n:X}")
+        self.stamps.next_sequencer()
     }
 
     pub async fn upload(&self, key: &str, body: impl Into<Vec<u8>>) -> Uploaded {
@@ -232,17 +219,17 @@ impl IngestWorld {
 
 /// The ingest world plus the aggregate stage: partials and totals tables,
 /// the aggregator, and a reader of the state table's stream.
-pub struct PipelineWorld {
-    pub ingest: IngestWorld,
+pub struct AwsPipelineWorld {
+    pub ingest: AwsIngestWorld,
     pub partials_table: String,
     pub totals_table: String,
     pub aggregator: tally_aggregate::Aggregator<tally_aws::totals_tables::DynamoTotalsStore>,
     pub stream: crate::streams::StreamReader,
 }
 
-impl PipelineWorld {
-    pub async fn new(versioned: bool) -> PipelineWorld {
-        let ingest = IngestWorld::with(IngestConfig::default(), versioned).await;
+impl AwsPipelineWorld {
+    pub async fn new(versioned: bool) -> AwsPipelineWorld {
+        let ingest = AwsIngestWorld::with(IngestConfig::default(), versioned).await;
         let sdk = sdk_config().await;
         let partials_table = unique("partials");
         let totals_table = unique("totals");
@@ -260,7 +247,7 @@ impl PipelineWorld {
             ));
         let stream =
             crate::streams::StreamReader::open(&sdk, &ingest.dynamodb, &ingest.table).await;
-        PipelineWorld {
+        AwsPipelineWorld {
             ingest,
             partials_table,
             totals_table,
@@ -285,39 +272,125 @@ impl PipelineWorld {
     /// What a batch job computes from the bucket: the sum over the day's
     /// objects of their bodies (every object's body must be accepted).
     pub async fn batch_totals(&self, date: &str) -> std::collections::BTreeMap<String, i128> {
-        let mut totals = std::collections::BTreeMap::new();
-        let listed = self
-            .ingest
-            .s3
-            .list_objects_v2()
-            .bucket(&self.ingest.bucket)
-            .prefix(format!("counters/{date}/"))
-            .send()
+        tally_testkit::aggregate_model::batch_totals(&self.ingest, date)
             .await
-            .expect("list the bucket");
-        for object in listed.contents.unwrap_or_default() {
-            let key = object.key.expect("a listed object has a key");
-            let body = self
-                .ingest
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+impl IngestWorld for AwsIngestWorld {
+    type State = DynamoStateStore;
+    type Objects = S3ObjectStore;
+
+    fn ingestor(&self) -> &Ingestor<DynamoStateStore, S3ObjectStore> {
+        &self.ingestor
+    }
+
+    fn state_store(&self) -> &DynamoStateStore {
+        &self.store
+    }
+
+    fn object_store(&self) -> S3ObjectStore {
+        S3ObjectStore::new(self.s3.clone())
+    }
+
+    fn same_millisecond_next(&self) {
+        AwsIngestWorld::same_millisecond_next(self);
+    }
+
+    async fn upload(&self, key: &str, body: &str) -> serde_json::Value {
+        let uploaded = AwsIngestWorld::upload(self, key, body).await;
+        self.created_event(&uploaded)
+    }
+
+    async fn delete(&self, key: &str) -> serde_json::Value {
+        let deleted = AwsIngestWorld::delete(self, key).await;
+        self.removed_event(&deleted)
+    }
+
+    async fn current_objects(&self, prefix: &str) -> Vec<(String, bytes::Bytes)> {
+        let mut objects = Vec::new();
+        let mut token = None;
+        loop {
+            let listed = self
                 .s3
-                .get_object()
-                .bucket(&self.ingest.bucket)
-                .key(&key)
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
                 .send()
                 .await
-                .expect("read an object")
-                .body
-                .collect()
-                .await
-                .expect("read an object's body")
-                .into_bytes();
-            let counters = tally_core::body::parse(&body, tally_core::body::DEFAULT_MAX_BODY_BYTES)
-                .unwrap_or_else(|e| panic!("{key}: {e}"));
-            for counter in counters {
-                *totals.entry(counter.name.to_owned()).or_insert(0i128) +=
-                    i128::from(counter.value);
+                .expect("list the bucket");
+            for object in listed.contents.unwrap_or_default() {
+                let key = object.key.expect("a listed object has a key");
+                let body = self
+                    .s3
+                    .get_object()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .expect("read an object")
+                    .body
+                    .collect()
+                    .await
+                    .expect("read an object's body")
+                    .into_bytes();
+                objects.push((key, body));
+            }
+            match listed.next_continuation_token {
+                Some(next) => token = Some(next),
+                None => return objects,
             }
         }
-        totals
+    }
+}
+
+impl PipelineWorld for AwsPipelineWorld {
+    type Ingest = AwsIngestWorld;
+    type Totals = tally_aws::totals_tables::DynamoTotalsStore;
+    /// A stream record in the shape Lambda delivers it.
+    type Record = serde_json::Value;
+
+    fn ingest(&self) -> &AwsIngestWorld {
+        &self.ingest
+    }
+
+    fn aggregator(&self) -> &tally_aggregate::Aggregator<Self::Totals> {
+        &self.aggregator
+    }
+
+    async fn read_new(&mut self) -> Vec<serde_json::Value> {
+        self.stream.read_new().await
+    }
+
+    fn partition_key(record: &serde_json::Value) -> String {
+        record["dynamodb"]["Keys"]["Part"]["S"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    async fn deliver<T: tally_core::ports::TotalsStore>(
+        aggregator: &tally_aggregate::Aggregator<T>,
+        records: &[serde_json::Value],
+    ) -> Option<usize> {
+        let (response, _) = aggregator
+            .handle(&crate::streams::lambda_event(records))
+            .await;
+        let sequence = response
+            .batch_item_failures
+            .first()?
+            .item_identifier
+            .clone();
+        Some(
+            sequence
+                .and_then(|sequence| {
+                    records
+                        .iter()
+                        .position(|r| r["dynamodb"]["SequenceNumber"] == sequence.as_str())
+                })
+                .unwrap_or(0),
+        )
     }
 }

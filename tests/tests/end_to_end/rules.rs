@@ -32,7 +32,7 @@ fn attribute<'a>(envelope: &'a Value, name: &str) -> &'a str {
 }
 
 #[tokio::test]
-async fn the_seed_example_totals_191122_and_fires_once() {
+async fn the_worked_example_totals_191122_and_fires_once() {
     let mut world = RulesWorld::with_rules(tally_rules::bundled::rules()).await;
     for (instance, value) in [
         ("i-1", 12345),

@@ -1,4 +1,6 @@
-//! A model-based property test of ingest against the AWS API server.
+//! A model-based property test of ingest, written once over
+//! [`IngestWorld`]: `ingest/tests/model.rs` runs it over SQLite and a bucket
+//! in memory, tally-tests over DynamoDB and S3 on the AWS API server.
 //!
 //! Each case builds a fresh bucket (versioned or not) and state table, with
 //! events that carry S3's sequencer or, in some cases, only their time (as
@@ -29,10 +31,13 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use serde_json::Value;
+use tally_core::key::{Date, UploadKey};
+use tally_core::ports::StateStore;
 use tally_core::state::{Content, InstanceState};
 use tally_ingest::{IngestConfig, Ingestor};
-use tally_tests::faults::crashing;
-use tally_tests::world::IngestWorld;
+
+use crate::faults::crashing;
+use crate::world::IngestWorld;
 
 const INSTANCES: usize = 3;
 const DATE: &str = "2015-11-16";
@@ -48,7 +53,7 @@ const BODIES: [&str; 5] = [
 const REJECTED: usize = 4;
 
 #[derive(Debug, Clone)]
-enum Step {
+pub enum Step {
     Upload {
         instance: usize,
         body: usize,
@@ -148,15 +153,42 @@ fn check(
     }
 }
 
-async fn run_case(
-    steps: Vec<Step>,
-    versioned: bool,
-    timed: bool,
-    final_order: Vec<u32>,
-) -> Result<(), String> {
-    let world = IngestWorld::with(IngestConfig::default(), versioned).await;
-    let world = if timed { world.timed() } else { world };
-    let objects = tally_aws::bucket::S3ObjectStore::new(world.s3.clone());
+/// One case: the script, whether the bucket is versioned, whether events
+/// carry only their time, and the order undelivered events go in at the end.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub steps: Vec<Step>,
+    pub versioned: bool,
+    pub timed: bool,
+    pub final_order: Vec<u32>,
+}
+
+/// The cases, drawn as they always were, so the saved regressions replay.
+pub fn case() -> impl Strategy<Value = Case> {
+    (
+        proptest::collection::vec(step(), 1..24),
+        any::<bool>(),
+        proptest::bool::weighted(0.25),
+        proptest::collection::vec(any::<u32>(), 24),
+    )
+        .prop_map(|(steps, versioned, timed, final_order)| Case {
+            steps,
+            versioned,
+            timed,
+            final_order,
+        })
+}
+
+/// Runs `case` on `world`, which must be fresh, versioned as
+/// `case.versioned` says and with events timed as `case.timed` says.
+pub async fn run<W: IngestWorld>(world: &W, case: Case) -> Result<(), String> {
+    let Case {
+        steps,
+        versioned,
+        timed: _,
+        final_order,
+    } = case;
+    let objects = world.object_store();
     let mut ops: Vec<Vec<Op>> = vec![Vec::new(); INSTANCES];
     let mut events: Vec<Value> = Vec::new();
     let mut delivered: Vec<bool> = Vec::new();
@@ -172,21 +204,21 @@ async fn run_case(
                 if same_millisecond && !events.is_empty() {
                     world.same_millisecond_next();
                 }
-                let uploaded = world.upload(&key(instance), BODIES[body]).await;
+                let event = world.upload(&key(instance), BODIES[body]).await;
                 ops[instance].push(Op::Upload(body));
-                events.push(world.created_event(&uploaded));
+                events.push(event);
                 delivered.push(false);
             }
             Step::Delete { instance } => {
-                let deleted = world.delete(&key(instance)).await;
+                let event = world.delete(&key(instance)).await;
                 ops[instance].push(Op::Delete);
-                events.push(world.removed_event(&deleted));
+                events.push(event);
                 delivered.push(false);
             }
             Step::Deliver { pick } if !events.is_empty() => {
                 let i = pick % events.len();
                 world
-                    .ingestor
+                    .ingestor()
                     .handle(&events[i])
                     .await
                     .map_err(|e| e.to_string())?;
@@ -195,8 +227,8 @@ async fn run_case(
             Step::DeliverTogether { first, second } if !events.is_empty() => {
                 let (i, j) = (first % events.len(), second % events.len());
                 let (ri, rj) = tokio::join!(
-                    world.ingestor.handle(&events[i]),
-                    world.ingestor.handle(&events[j])
+                    world.ingestor().handle(&events[i]),
+                    world.ingestor().handle(&events[j])
                 );
                 ri.map_err(|e| e.to_string())?;
                 rj.map_err(|e| e.to_string())?;
@@ -209,8 +241,12 @@ async fn run_case(
                 write_lands,
             } if !events.is_empty() => {
                 let i = pick % events.len();
-                let (state, objects) =
-                    crashing(world.store.clone(), objects.clone(), after_ops, write_lands);
+                let (state, objects) = crashing(
+                    world.state_store().clone(),
+                    objects.clone(),
+                    after_ops,
+                    write_lands,
+                );
                 let crashing = Ingestor::new(state, objects, IngestConfig::default());
                 // A delivery that crashed failed; Lambda delivers it again. One
                 // that finished despite the budget counts as delivered.
@@ -226,29 +262,23 @@ async fn run_case(
     pending.sort_by_key(|&i| final_order.get(i).copied().unwrap_or(0));
     for i in pending {
         world
-            .ingestor
+            .ingestor()
             .handle(&events[i])
             .await
             .map_err(|e| e.to_string())?;
     }
 
     for (instance, ops) in ops.iter().enumerate() {
-        let state = world.state(DATE, &format!("i-{instance}")).await;
+        let key = UploadKey {
+            date: Date::parse(DATE).map_err(|e| e.to_string())?,
+            instance: format!("i-{instance}"),
+        };
+        let state = world
+            .state_store()
+            .get(&key)
+            .await
+            .map_err(|e| e.to_string())?;
         check(instance, ops, versioned, state.as_ref())?;
     }
     Ok(())
-}
-
-#[test]
-fn the_state_table_holds_each_instances_last_accepted_body() {
-    let (runtime, config) = tally_tests::property_runner();
-    proptest!(config, |(
-        steps in proptest::collection::vec(step(), 1..24),
-        versioned in any::<bool>(),
-        timed in proptest::bool::weighted(0.25),
-        final_order in proptest::collection::vec(any::<u32>(), 24),
-    )| {
-        let result = runtime.block_on(run_case(steps, versioned, timed, final_order));
-        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
-    });
 }

@@ -1,5 +1,8 @@
-//! A model-based property test of the whole ingest → aggregate path against
-//! the AWS API server, checked against the invariant of docs/design.md §1: once the
+//! A model-based property test of the whole ingest → aggregate path,
+//! written once over [`PipelineWorld`] (`aggregate/tests/model.rs` runs it
+//! over SQLite and a bucket in memory, tally-tests over DynamoDB, its
+//! stream and S3 on the AWS API server), checked against the invariant of
+//! docs/design.md §1: once the
 //! stream is drained, every (date, counter) total equals what a batch job
 //! computes from the objects in the bucket, and `reconcile` (a second oracle,
 //! recomputing from the state table) finds no drift.
@@ -31,13 +34,13 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use serde_json::Value;
 use tally_aggregate::Aggregator;
 use tally_aggregate::reconcile::reconcile;
 use tally_core::key::Date;
-use tally_tests::faults::{Crashing, FailingPart, Part};
-use tally_tests::streams::lambda_event;
-use tally_tests::world::PipelineWorld;
+use tally_core::ports::TotalsStore;
+
+use crate::faults::{Crashing, FailingPart, Part};
+use crate::world::{IngestWorld, PipelineWorld};
 
 const INSTANCES: usize = 6;
 const DATES: [&str; 2] = ["2015-11-16", "2015-11-17"];
@@ -55,7 +58,7 @@ const BODIES: [&str; 6] = [
 const REJECTED: usize = 5;
 
 #[derive(Debug, Clone)]
-enum Op {
+pub enum Op {
     Upload {
         instance: usize,
         date: usize,
@@ -83,7 +86,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// How Lambda delivers the next batch of a shard.
 #[derive(Debug, Clone)]
-enum Delivery {
+pub enum Delivery {
     Once,
     Twice,
     Bisected,
@@ -116,56 +119,44 @@ fn delivery() -> impl Strategy<Value = (usize, usize, Delivery)> {
     (any::<usize>(), 1..=8usize, mode)
 }
 
-fn shard_of(record: &Value, shards: usize) -> usize {
+fn shard_of(partition_key: &str, shards: usize) -> usize {
     use std::hash::{Hash, Hasher};
-    let part = record["dynamodb"]["Keys"]["Part"]["S"]
-        .as_str()
-        .unwrap_or_default();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    part.hash(&mut hasher);
+    partition_key.hash(&mut hasher);
     (hasher.finish() % shards as u64) as usize
 }
 
 /// The part of the aggregate stage's tables a record's change is written
 /// to: its (date, bucket) partial item, or its date's totals.
-fn part_of(record: &Value, totals: bool) -> Result<Part, String> {
-    let key = record["dynamodb"]["Keys"]["Part"]["S"]
-        .as_str()
-        .unwrap_or_default();
-    let (date, bucket) = key
+fn part_of(partition_key: &str, totals: bool) -> Result<Part, String> {
+    let (date, bucket) = partition_key
         .split_once('#')
-        .ok_or_else(|| format!("state hash key {key:?} is not <date>#<bucket>"))?;
+        .ok_or_else(|| format!("state hash key {partition_key:?} is not <date>#<bucket>"))?;
     let date = Date::parse(date).map_err(|e| e.to_string())?;
     Ok(if totals {
         Part::Totals { date }
     } else {
         Part::Partial {
             date,
-            bucket: bucket.parse().map_err(|e| format!("{key:?}: {e}"))?,
+            bucket: bucket
+                .parse()
+                .map_err(|e| format!("{partition_key:?}: {e}"))?,
         }
     })
 }
 
 /// Delivers a shard's next batch as a successful invocation would, and
 /// returns where the shard goes on from.
-async fn deliver<T: tally_core::ports::TotalsStore>(
+async fn deliver<W: PipelineWorld, T: TotalsStore>(
     aggregator: &Aggregator<T>,
-    records: &[Value],
+    records: &[W::Record],
     from: usize,
     size: usize,
 ) -> usize {
     let end = (from + size).min(records.len());
-    let (response, _) = aggregator.handle(&lambda_event(&records[from..end])).await;
-    match response
-        .batch_item_failures
-        .first()
-        .and_then(|f| f.item_identifier.clone())
-    {
+    match W::deliver(aggregator, &records[from..end]).await {
         None => end,
-        Some(sequence) => records[from..end]
-            .iter()
-            .position(|r| r["dynamodb"]["SequenceNumber"] == sequence.as_str())
-            .map_or(from, |offset| from + offset),
+        Some(offset) => from + offset,
     }
 }
 
@@ -203,12 +194,36 @@ fn going_back_resolved(ops: Vec<Op>) -> Vec<Op> {
         .collect()
 }
 
-async fn run_case(
-    ops: Vec<Op>,
-    shards: usize,
-    deliveries: Vec<(usize, usize, Delivery)>,
-) -> Result<(), String> {
-    let mut world = PipelineWorld::new(false).await;
+/// One case: the script, how many shards the stream has, and how Lambda
+/// delivers each batch (plain deliveries once the plan runs out).
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub ops: Vec<Op>,
+    pub shards: usize,
+    pub deliveries: Vec<(usize, usize, Delivery)>,
+}
+
+/// The cases, drawn as they always were, so the saved regressions replay.
+pub fn case() -> impl Strategy<Value = Case> {
+    (
+        proptest::collection::vec(op(), 1..14),
+        1..=3usize,
+        proptest::collection::vec(delivery(), 0..24),
+    )
+        .prop_map(|(ops, shards, deliveries)| Case {
+            ops,
+            shards,
+            deliveries,
+        })
+}
+
+/// Runs `case` on `world`, which must be fresh, over an unversioned bucket.
+pub async fn run<W: PipelineWorld>(world: &mut W, case: Case) -> Result<(), String> {
+    let Case {
+        ops,
+        shards,
+        deliveries,
+    } = case;
     let mut last_body: BTreeMap<(usize, usize), Option<usize>> = BTreeMap::new();
     let mut ops = going_back_resolved(ops);
     // A rejected upload is never an instance's last: a good one follows.
@@ -247,31 +262,29 @@ async fn run_case(
                 body,
             } => {
                 let key = format!("counters/{}/i-{instance}", DATES[*date]);
-                let uploaded = world.ingest.upload(&key, BODIES[*body]).await;
-                world.ingest.created_event(&uploaded)
+                world.ingest().upload(&key, BODIES[*body]).await
             }
             Op::Delete { instance, date } => {
                 let key = format!("counters/{}/i-{instance}", DATES[*date]);
-                let deleted = world.ingest.delete(&key).await;
-                world.ingest.removed_event(&deleted)
+                world.ingest().delete(&key).await
             }
             Op::UploadBack { .. } => return Err(format!("{op:?} was not resolved to an upload")),
         };
         world
-            .ingest
-            .ingestor
+            .ingest()
+            .ingestor()
             .handle(&event)
             .await
             .map_err(|e| e.to_string())?;
     }
 
-    let records = world.stream.read_new().await;
-    let mut queues: Vec<Vec<Value>> = vec![Vec::new(); shards];
+    let records = world.read_new().await;
+    let mut queues: Vec<Vec<W::Record>> = vec![Vec::new(); shards];
     for record in records {
-        queues[shard_of(&record, shards)].push(record);
+        queues[shard_of(&W::partition_key(&record), shards)].push(record);
     }
     let mut positions = vec![0usize; shards];
-    let store = world.aggregator.store().clone();
+    let store = world.aggregator().store().clone();
     let mut plan = deliveries.into_iter();
     loop {
         let open: Vec<usize> = (0..shards)
@@ -286,18 +299,18 @@ async fn run_case(
         let from = positions[shard];
         let records = &queues[shard];
         positions[shard] = match mode {
-            Delivery::Once => deliver(&world.aggregator, records, from, size).await,
+            Delivery::Once => deliver::<W, _>(world.aggregator(), records, from, size).await,
             Delivery::Twice => {
-                deliver(&world.aggregator, records, from, size).await;
-                deliver(&world.aggregator, records, from, size).await
+                deliver::<W, _>(world.aggregator(), records, from, size).await;
+                deliver::<W, _>(world.aggregator(), records, from, size).await
             }
             Delivery::Bisected => {
                 let half = (size / 2).max(1);
-                let after_first = deliver(&world.aggregator, records, from, half).await;
+                let after_first = deliver::<W, _>(world.aggregator(), records, from, half).await;
                 if after_first < from + half {
                     after_first
                 } else {
-                    deliver(&world.aggregator, records, after_first, size - half).await
+                    deliver::<W, _>(world.aggregator(), records, after_first, size - half).await
                 }
             }
             Delivery::Crash {
@@ -308,16 +321,14 @@ async fn run_case(
                 let crashing =
                     Aggregator::new(Crashing::new(store.clone(), after_ops, write_lands));
                 if resume_from_reported {
-                    deliver(&crashing, records, from, size).await
+                    deliver::<W, _>(&crashing, records, from, size).await
                 } else {
                     // The process died: Lambda delivers the whole batch again,
                     // unless the invocation had finished within its budget.
                     let end = (from + size).min(records.len());
-                    let (response, _) = crashing.handle(&lambda_event(&records[from..end])).await;
-                    if response.batch_item_failures.is_empty() {
-                        end
-                    } else {
-                        from
+                    match W::deliver(&crashing, &records[from..end]).await {
+                        None => end,
+                        Some(_) => from,
                     }
                 }
             }
@@ -328,19 +339,19 @@ async fn run_case(
             } => {
                 let end = (from + size).min(records.len());
                 let picked = &records[from + pick % (end - from)];
-                let part = part_of(picked, totals)?;
+                let part = part_of(&W::partition_key(picked), totals)?;
                 let failing = Aggregator::new(FailingPart::new(store.clone(), part, write_lands));
-                deliver(&failing, records, from, size).await
+                deliver::<W, _>(&failing, records, from, size).await
             }
             Delivery::AlongsideAnotherShard => {
                 let other = open.iter().copied().find(|&s| s != shard);
                 match other {
-                    None => deliver(&world.aggregator, records, from, size).await,
+                    None => deliver::<W, _>(world.aggregator(), records, from, size).await,
                     Some(other) => {
                         let other_from = positions[other];
                         let (mine, theirs) = tokio::join!(
-                            deliver(&world.aggregator, records, from, size),
-                            deliver(&world.aggregator, &queues[other], other_from, size)
+                            deliver::<W, _>(world.aggregator(), records, from, size),
+                            deliver::<W, _>(world.aggregator(), &queues[other], other_from, size)
                         );
                         positions[other] = theirs;
                         mine
@@ -351,17 +362,17 @@ async fn run_case(
     }
 
     for date in DATES {
-        let expected = world.batch_totals(date).await;
-        let totals = world.totals(date).await;
+        let expected = batch_totals(world.ingest(), date).await?;
+        let totals = live_totals(world.aggregator().store(), date).await?;
         if totals != expected {
             return Err(format!(
                 "{date}: totals {totals:?}, batch job {expected:?}; ops {ops:?}"
             ));
         }
         let report = reconcile(
-            &world.ingest.store,
-            &world.aggregator,
-            &Date::parse(date).unwrap(),
+            world.ingest().state_store(),
+            world.aggregator(),
+            &Date::parse(date).map_err(|e| e.to_string())?,
             false,
         )
         .await
@@ -375,15 +386,34 @@ async fn run_case(
     Ok(())
 }
 
-#[test]
-fn totals_equal_the_batch_recomputation_whatever_the_delivery() {
-    let (runtime, config) = tally_tests::property_runner();
-    proptest!(config, |(
-        ops in proptest::collection::vec(op(), 1..14),
-        shards in 1..=3usize,
-        deliveries in proptest::collection::vec(delivery(), 0..24),
-    )| {
-        let result = runtime.block_on(run_case(ops, shards, deliveries));
-        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
-    });
+/// The day's live totals, removed ones left out.
+pub async fn live_totals<T: TotalsStore>(
+    store: &T,
+    date: &str,
+) -> Result<BTreeMap<String, i128>, String> {
+    let date = Date::parse(date).map_err(|e| e.to_string())?;
+    Ok(store
+        .totals(&date)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter_map(|t| t.value.map(|v| (t.counter, v.0)))
+        .collect())
+}
+
+/// What a batch job computes from the bucket: the sum over the day's
+/// objects of their bodies (every object's body must be accepted).
+pub async fn batch_totals<W: IngestWorld>(
+    world: &W,
+    date: &str,
+) -> Result<BTreeMap<String, i128>, String> {
+    let mut totals = BTreeMap::new();
+    for (key, body) in world.current_objects(&format!("counters/{date}/")).await {
+        let counters = tally_core::body::parse(&body, tally_core::body::DEFAULT_MAX_BODY_BYTES)
+            .map_err(|e| format!("{key}: {e}"))?;
+        for counter in counters {
+            *totals.entry(counter.name.to_owned()).or_insert(0i128) += i128::from(counter.value);
+        }
+    }
+    Ok(totals)
 }

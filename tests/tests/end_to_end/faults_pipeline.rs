@@ -14,7 +14,7 @@
 //! that fails 20% of them the way AWS does ([`tally_tests::http_faults`]:
 //! throttling, 500/503, connection resets, responses lost after the write
 //! landed, transaction conflicts, unprocessed keys), and once with none. After
-//! every round the totals, the snapshot for task B and the batch job's
+//! every round the totals, the snapshot the downstream job reads and the batch job's
 //! recomputation from the bucket must agree; at the end, the alert
 //! transitions delivered to on-call must be the same, each once.
 //!

@@ -11,7 +11,7 @@ use tally_aggregate::reconcile::reconcile;
 use tally_core::key::Date;
 use tally_core::ports::TotalsStore;
 use tally_tests::streams::lambda_event;
-use tally_tests::world::PipelineWorld;
+use tally_tests::world::AwsPipelineWorld;
 
 const DATE: &str = "2015-11-16";
 
@@ -20,7 +20,7 @@ fn date() -> Date {
 }
 
 /// Uploads each (instance, body) and ingests it; returns nothing.
-async fn upload_all(world: &PipelineWorld, uploads: &[(&str, &str)]) {
+async fn upload_all(world: &AwsPipelineWorld, uploads: &[(&str, &str)]) {
     for (instance, body) in uploads {
         let uploaded = world
             .ingest
@@ -38,7 +38,7 @@ async fn upload_all(world: &PipelineWorld, uploads: &[(&str, &str)]) {
 
 /// Delivers `records` as one batch and returns the sequence number Lambda
 /// is told to resume from, if any.
-async fn deliver(world: &PipelineWorld, records: &[Value]) -> Option<String> {
+async fn deliver(world: &AwsPipelineWorld, records: &[Value]) -> Option<String> {
     let (response, _) = world.aggregator.handle(&lambda_event(records)).await;
     response
         .batch_item_failures
@@ -47,8 +47,8 @@ async fn deliver(world: &PipelineWorld, records: &[Value]) -> Option<String> {
 }
 
 #[tokio::test]
-async fn the_seed_example_totals_191122() {
-    let mut world = PipelineWorld::new(false).await;
+async fn the_worked_example_totals_191122() {
+    let mut world = AwsPipelineWorld::new(false).await;
     upload_all(
         &world,
         &[
@@ -67,7 +67,7 @@ async fn the_seed_example_totals_191122() {
         BTreeMap::from([("COUNTER1".to_owned(), 191_122)])
     );
 
-    // The item itself: Value a number, as the seed's readers expect.
+    // The item itself: Value a number, as readers of the per-counter design's table expect.
     let item = world
         .ingest
         .dynamodb
@@ -94,7 +94,7 @@ async fn the_seed_example_totals_191122() {
 
 #[tokio::test]
 async fn the_same_batch_three_times_whole_bisected_and_resumed_keeps_totals_exact() {
-    let mut world = PipelineWorld::new(false).await;
+    let mut world = AwsPipelineWorld::new(false).await;
     upload_all(
         &world,
         &[
@@ -161,7 +161,7 @@ async fn the_same_batch_three_times_whole_bisected_and_resumed_keeps_totals_exac
 
 #[tokio::test]
 async fn a_failed_batch_reports_where_to_resume_and_the_retry_completes_it() {
-    let mut world = PipelineWorld::new(false).await;
+    let mut world = AwsPipelineWorld::new(false).await;
     upload_all(&world, &[("i-1", "a 1"), ("i-2", "a 2"), ("i-3", "b 3")]).await;
     let records = world.stream.read_new().await;
 
@@ -186,7 +186,7 @@ async fn a_failed_batch_reports_where_to_resume_and_the_retry_completes_it() {
 
 #[tokio::test]
 async fn removed_counters_and_deleted_instances_leave_no_stale_total() {
-    let mut world = PipelineWorld::new(false).await;
+    let mut world = AwsPipelineWorld::new(false).await;
     upload_all(&world, &[("i-1", "a 1 b 2"), ("i-2", "a 10")]).await;
     let records = world.stream.read_new().await;
     deliver(&world, &records).await;
@@ -223,7 +223,7 @@ async fn removed_counters_and_deleted_instances_leave_no_stale_total() {
 
 #[tokio::test]
 async fn an_undecodable_record_stops_the_batch_there_and_is_reported() {
-    let mut world = PipelineWorld::new(false).await;
+    let mut world = AwsPipelineWorld::new(false).await;
     upload_all(&world, &[("i-1", "a 1"), ("i-2", "a 2"), ("i-1", "a 3")]).await;
     let mut records = world.stream.read_new().await;
     records[1]["dynamodb"]["NewImage"]["Counters"] = serde_json::json!({"S": "not a map"});
@@ -243,7 +243,7 @@ async fn an_undecodable_record_stops_the_batch_there_and_is_reported() {
     // Lambda redelivers from the bad record; once it decodes (a fixed
     // deployment), the rest follows.
     let fresh = {
-        let mut again = PipelineWorld::new(false).await;
+        let mut again = AwsPipelineWorld::new(false).await;
         upload_all(&again, &[("i-2", "a 2")]).await;
         again.stream.read_new().await.remove(0)
     };
@@ -257,7 +257,7 @@ async fn an_undecodable_record_stops_the_batch_there_and_is_reported() {
 
 #[tokio::test]
 async fn a_time_to_live_expiry_leaves_the_totals_alone() {
-    let mut world = PipelineWorld::new(false).await;
+    let mut world = AwsPipelineWorld::new(false).await;
     upload_all(&world, &[("i-1", "a 5")]).await;
     let records = world.stream.read_new().await;
     deliver(&world, &records).await;
@@ -280,7 +280,7 @@ async fn a_time_to_live_expiry_leaves_the_totals_alone() {
 
 #[tokio::test]
 async fn stream_records_convert_to_the_shape_of_the_documented_lambda_event() {
-    let mut world = PipelineWorld::new(false).await;
+    let mut world = AwsPipelineWorld::new(false).await;
     upload_all(&world, &[("i-1", "a 1")]).await;
     upload_all(&world, &[("i-1", "a 2")]).await;
     let records = world.stream.read_new().await;
@@ -305,7 +305,7 @@ async fn stream_records_convert_to_the_shape_of_the_documented_lambda_event() {
 
 #[tokio::test]
 async fn reconcile_finds_drift_and_repairs_it() {
-    let mut world = PipelineWorld::new(false).await;
+    let mut world = AwsPipelineWorld::new(false).await;
     upload_all(
         &world,
         &[("i-1", "a 1 b 2"), ("i-2", "a 10"), ("i-3", "c 7")],
@@ -342,7 +342,7 @@ async fn reconcile_finds_drift_and_repairs_it() {
 async fn the_scheduled_reconcile_of_yesterday_repairs_what_the_stream_left_out() {
     use tally_aggregate::scheduled::{Invocation, decode_invocation, run_reconcile};
 
-    let mut world = PipelineWorld::new(false).await;
+    let mut world = AwsPipelineWorld::new(false).await;
     upload_all(
         &world,
         &[("i-1", "a 1 b 2"), ("i-2", "a 10"), ("i-3", "c 7")],
@@ -397,7 +397,7 @@ async fn the_scheduled_reconcile_of_yesterday_repairs_what_the_stream_left_out()
 async fn the_hourly_check_of_today_counts_only_drift_that_holds_still() {
     use tally_aggregate::scheduled::{Invocation, decode_invocation, run_reconcile};
 
-    let mut world = PipelineWorld::new(false).await;
+    let mut world = AwsPipelineWorld::new(false).await;
     upload_all(&world, &[("i-1", "a 1 b 2"), ("i-2", "a 10")]).await;
     let records = world.stream.read_new().await;
     deliver(&world, &records[..1]).await;
@@ -441,12 +441,12 @@ async fn the_hourly_check_of_today_counts_only_drift_that_holds_still() {
 }
 
 #[tokio::test]
-async fn a_seed_round_writes_each_changed_total_once_per_batch() {
-    // The seed's workload, 100 instances × 100 counters, in one batch of
+async fn a_sample_round_writes_each_changed_total_once_per_batch() {
+    // The per-counter design's sample workload, 100 instances × 100 counters, in one batch of
     // 100 records: a first round, then one where 10% of the counters move.
     // (`cargo run -p tally-tests --example seed_costs` prints the full table.)
-    let mut world = PipelineWorld::new(false).await;
-    let rounds = tally_tests::seed::run_seed_rounds(&mut world, 100, &[100, 10]).await;
+    let mut world = AwsPipelineWorld::new(false).await;
+    let rounds = tally_tests::sample_workload::run_sample_rounds(&mut world, 100, &[100, 10]).await;
     for round in &rounds {
         assert_eq!(round.total_writes, round.changed_counters, "{round:?}");
         assert!(round.partial_writes <= 64, "{round:?}");
@@ -466,7 +466,7 @@ async fn an_invocation_overtaken_by_a_stale_one_recomputes_and_wins() {
     //   A's write, expecting no total, fails: it must read again and write
     //     a = x + y over B's, whose basis its own covers.
     use tally_tests::faults::{PauseBefore, Paused};
-    let mut world = PipelineWorld::new(false).await;
+    let mut world = AwsPipelineWorld::new(false).await;
     let (x, y) = ("i-1", "i-2");
     assert_ne!(
         tally_core::state::bucket_of(x),
@@ -519,7 +519,7 @@ async fn changes_that_cancel_across_buckets_still_correct_a_total_read_between_t
     // e = 17 from partials with x's change but not y's. The batch must
     // still recompute e (16), though its own net change is zero.
     use tally_tests::faults::{PauseBefore, Paused};
-    let mut world = PipelineWorld::new(false).await;
+    let mut world = AwsPipelineWorld::new(false).await;
     let (x, y, z) = ("i-1", "i-2", "web 1");
     let bucket = tally_core::state::bucket_of;
     assert!(bucket(x) != bucket(y) && bucket(y) != bucket(z) && bucket(x) != bucket(z));

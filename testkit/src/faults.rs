@@ -1,4 +1,6 @@
-//! Crashes between store operations, for tests of what survives them.
+//! Faults injected between the stages and their stores, for tests of what
+//! survives them. Each wraps any adapter of a port, so the same fault is
+//! tried over memory, SQLite and the AWS API server.
 //!
 //! [`crashing`] wraps a state store and an object store around one shared
 //! budget of operations; [`Crashing::new`] wraps one store (the aggregate
@@ -7,12 +9,12 @@
 //! either is lost or lands with its response lost (a timeout after the write
 //! landed), as the test chooses. [`FailingPart`] fails the writes of one
 //! (date, bucket) group or one date's totals and lets the rest of a batch
-//! through. [`LostResponse`] makes every write twice,
+//! through, always or while a switch is on. [`LostResponse`] makes every write twice,
 //! as the SDK does when a response is lost after the write landed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use tally_core::aggregate::{Basis, PartialItem, TotalItem};
 use tally_core::key::{Date, UploadKey};
@@ -216,6 +218,8 @@ pub struct FailingPart<T> {
     inner: T,
     part: Part,
     write_lands: bool,
+    /// When given, the part fails only while this is set.
+    switch: Option<Arc<AtomicBool>>,
 }
 
 impl<T> FailingPart<T> {
@@ -224,7 +228,25 @@ impl<T> FailingPart<T> {
             inner,
             part,
             write_lands,
+            switch: None,
         }
+    }
+
+    /// The same store, failing the part only while `switch` is set: the
+    /// throttling passes and a redelivery goes through.
+    pub fn while_set(self, switch: Arc<AtomicBool>) -> FailingPart<T> {
+        FailingPart {
+            switch: Some(switch),
+            ..self
+        }
+    }
+
+    fn fails(&self, target: &Part) -> bool {
+        *target == self.part
+            && self
+                .switch
+                .as_ref()
+                .is_none_or(|switch| switch.load(Ordering::SeqCst))
     }
 }
 
@@ -249,7 +271,7 @@ impl<T: TotalsStore> TotalsStore for FailingPart<T> {
             date: item.date.clone(),
             bucket: item.bucket,
         };
-        if target == self.part {
+        if self.fails(&target) {
             if self.write_lands {
                 let _ = self.inner.put_partial(item, read_version).await;
             }
@@ -275,10 +297,9 @@ impl<T: TotalsStore> TotalsStore for FailingPart<T> {
         item: &TotalItem,
         replaces: Option<&Basis>,
     ) -> Result<PutOutcome, StoreError> {
-        if (Part::Totals {
+        if self.fails(&Part::Totals {
             date: item.date.clone(),
-        }) == self.part
-        {
+        }) {
             if self.write_lands {
                 let _ = self.inner.put_total(item, replaces).await;
             }

@@ -1,9 +1,10 @@
-//! The seed's workload driven through ingest and aggregate, with what each
-//! round costs: 100 instances × 100 counters; after a first round, rounds in
+//! The sample workload of the per-counter design tally replaces, driven
+//! through ingest and aggregate, with what each round costs: 100 instances
+//! × 100 counters; after a first round, rounds in
 //! which the first N% of the counters move on every instance.
 
 use crate::streams::lambda_event;
-use crate::world::PipelineWorld;
+use crate::world::AwsPipelineWorld;
 
 /// What one round cost the aggregate stage, summed over its batches.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,8 +19,8 @@ pub struct RoundCost {
 
 /// Runs one round per entry of `changed_percent` (the first is the first
 /// upload whatever it says), delivering the state stream in batches of `batch`.
-pub async fn run_seed_rounds(
-    world: &mut PipelineWorld,
+pub async fn run_sample_rounds(
+    world: &mut AwsPipelineWorld,
     batch: usize,
     changed_percent: &[usize],
 ) -> Vec<RoundCost> {

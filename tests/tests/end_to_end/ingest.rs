@@ -9,7 +9,7 @@ use tally_core::body::DEFAULT_MAX_BODY_BYTES;
 use tally_core::ordering::OrderingKey;
 use tally_core::state::Content;
 use tally_ingest::{IngestConfig, IngestResponse, Outcome};
-use tally_tests::world::IngestWorld;
+use tally_tests::world::AwsIngestWorld;
 use tally_tests::{S3Change, s3_event, sdk_config, sns_event, sqs_event, unique};
 
 fn counters(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
@@ -22,7 +22,7 @@ fn live_counters(state: &tally_core::state::InstanceState) -> &BTreeMap<String, 
 
 #[tokio::test]
 async fn an_sns_wrapped_upload_reaches_the_state_table_with_names_and_ids_intact() {
-    let world = IngestWorld::new().await;
+    let world = AwsIngestWorld::new().await;
     let names = [
         "a.b",
         "#hash",
@@ -77,7 +77,7 @@ async fn an_sns_wrapped_upload_reaches_the_state_table_with_names_and_ids_intact
 
 #[tokio::test]
 async fn every_rejected_body_keeps_the_previous_state_and_says_exactly_why() {
-    let world = IngestWorld::new().await;
+    let world = AwsIngestWorld::new().await;
     let key = "counters/2015-11-16/i-1";
     let good = world.upload(key, "requests 10\nerrors 1\n").await;
     world
@@ -148,7 +148,7 @@ async fn every_rejected_body_keeps_the_previous_state_and_says_exactly_why() {
 
 #[tokio::test]
 async fn an_object_over_the_cap_is_refused_from_its_size_and_the_state_kept() {
-    let world = IngestWorld::new().await;
+    let world = AwsIngestWorld::new().await;
     let key = "counters/2015-11-16/big";
     let first = world.upload(key, "requests 1").await;
     world
@@ -172,7 +172,7 @@ async fn an_object_over_the_cap_is_refused_from_its_size_and_the_state_kept() {
     assert_eq!(world.state("2015-11-16", "big").await, before);
 
     // A configured cap applies the same way.
-    let small = IngestWorld::with(
+    let small = AwsIngestWorld::with(
         IngestConfig {
             max_body_bytes: 8,
             ..IngestConfig::default()
@@ -195,7 +195,7 @@ async fn an_object_over_the_cap_is_refused_from_its_size_and_the_state_kept() {
 async fn a_body_too_big_for_one_item_is_rejected_with_the_item_size() {
     // 20,000 counters of 24-byte names parse (well under 1 MiB) but would
     // make a state item over DynamoDB's 400 KB limit.
-    let world = IngestWorld::new().await;
+    let world = AwsIngestWorld::new().await;
     let key = "counters/2015-11-16/i-1";
     let first = world.upload(key, "requests 1").await;
     world
@@ -230,7 +230,7 @@ async fn a_write_whose_response_was_lost_is_recognised_as_landed() {
     // The SDK retries a PutItem whose response timed out after it landed;
     // the retry fails its condition. Ingest must see that the state is its
     // own, report it written, and still run its check.
-    let world = IngestWorld::new().await;
+    let world = AwsIngestWorld::new().await;
     let uploaded = world.upload("counters/2015-11-16/i-1", "a 1").await;
     let retried = tally_ingest::Ingestor::new(
         tally_tests::faults::LostResponse::new(world.store.clone()),
@@ -252,7 +252,7 @@ async fn events_without_a_sequencer_are_ordered_by_time_and_ties_settle_on_the_b
     // Two uploads in the same millisecond, delivered newest first, on a
     // versioned bucket: the older one reads its own version and writes it
     // (equal times count as newer), and the check puts the newest back.
-    let world = IngestWorld::versioned().await.timed();
+    let world = AwsIngestWorld::versioned().await.timed();
     let key = "counters/2015-11-16/i-1";
     let first = world.upload(key, "a 1").await;
     world.same_millisecond_next();
@@ -305,7 +305,7 @@ fn notice_of(event: &Value) -> tally_ingest::event::Notice {
 
 #[tokio::test]
 async fn an_identical_re_upload_costs_no_write() {
-    let world = IngestWorld::new().await;
+    let world = AwsIngestWorld::new().await;
     let key = "counters/2015-11-16/i-1";
     let first = world.upload(key, "a 1\nb 2\n").await;
     let (_, report) = world
@@ -345,7 +345,7 @@ async fn an_identical_re_upload_costs_no_write() {
 
 #[tokio::test]
 async fn stale_and_duplicate_events_never_overwrite_newer_state() {
-    let world = IngestWorld::new().await;
+    let world = AwsIngestWorld::new().await;
     let key = "counters/2015-11-16/i-1";
     let older = world.upload(key, "a 1").await;
     let newer = world.upload(key, "a 2").await;
@@ -369,7 +369,7 @@ async fn stale_and_duplicate_events_never_overwrite_newer_state() {
 
 #[tokio::test]
 async fn a_delete_leaves_a_tombstone_that_a_late_create_cannot_pass() {
-    let world = IngestWorld::versioned().await;
+    let world = AwsIngestWorld::versioned().await;
     let key = "counters/2015-11-16/i-1";
     let created = world.upload(key, "a 1").await;
     let removed = world.delete(key).await;
@@ -398,7 +398,7 @@ async fn a_delete_leaves_a_tombstone_that_a_late_create_cannot_pass() {
 
 #[tokio::test]
 async fn a_removal_after_a_create_drops_the_contribution() {
-    let world = IngestWorld::new().await;
+    let world = AwsIngestWorld::new().await;
     let key = "counters/2015-11-16/i-1";
     let created = world.upload(key, "a 1").await;
     world
@@ -420,8 +420,8 @@ async fn a_removal_after_a_create_drops_the_contribution() {
 /// On a versioned bucket, uploads A (`a 1`), B (`a 2`), A again; delivers the
 /// two A events (the second finds A stored and writes nothing) and returns B's
 /// upload, not yet delivered.
-async fn a_b_a_with_b_undelivered() -> (IngestWorld, tally_tests::world::Uploaded) {
-    let world = IngestWorld::versioned().await;
+async fn a_b_a_with_b_undelivered() -> (AwsIngestWorld, tally_tests::world::Uploaded) {
+    let world = AwsIngestWorld::versioned().await;
     let key = "counters/2015-11-16/i-1";
     let a1 = world.upload(key, "a 1").await;
     let b = world.upload(key, "a 2").await;
@@ -443,7 +443,7 @@ async fn a_b_a_with_b_undelivered() -> (IngestWorld, tally_tests::world::Uploade
 
 /// Delivers B's event: it writes B, and its check finds A in the bucket and
 /// corrects the state back to A.
-async fn deliver_b_and_expect_a_restored(world: &IngestWorld, b: &tally_tests::world::Uploaded) {
+async fn deliver_b_and_expect_a_restored(world: &AwsIngestWorld, b: &tally_tests::world::Uploaded) {
     let (_, report) = world
         .ingestor
         .handle(&world.created_event(b))
@@ -487,7 +487,7 @@ async fn a_rejected_newest_upload_on_a_versioned_bucket_keeps_the_newest_accepte
 }
 
 /// Delivers each event once, in the order given.
-async fn deliver(world: &IngestWorld, events: &[&Value]) {
+async fn deliver(world: &AwsIngestWorld, events: &[&Value]) {
     for event in events {
         world.ingestor.handle(event).await.unwrap();
     }
@@ -499,7 +499,7 @@ async fn a_delete_and_a_re_upload_within_one_second_are_listed_in_their_order() 
     // one-second timestamps can order. The delete's event, delivered last,
     // writes a tombstone; its check walks back from C and must meet the
     // re-uploaded A before the delete marker.
-    let world = IngestWorld::versioned().await;
+    let world = AwsIngestWorld::versioned().await;
     let key = "counters/2015-11-16/i-1";
     let a1 = world.created_event(&world.upload(key, "a 1").await);
     let deleted = world.removed_event(&world.delete(key).await);
@@ -514,7 +514,7 @@ async fn a_delete_and_a_re_upload_within_one_second_are_listed_in_their_order() 
 async fn walking_back_from_a_rejected_upload_stops_at_the_delete_marker() {
     // A, delete, then a rejected C; A's event first. Its check walks back
     // from C to the marker: the instance has no accepted upload since.
-    let world = IngestWorld::versioned().await;
+    let world = AwsIngestWorld::versioned().await;
     let key = "counters/2015-11-16/i-1";
     let a1 = world.created_event(&world.upload(key, "a 1").await);
     let deleted = world.removed_event(&world.delete(key).await);
@@ -528,7 +528,7 @@ async fn walking_back_from_a_rejected_upload_stops_at_the_delete_marker() {
 async fn concurrent_invocations_for_one_instance_converge_on_the_last_upload() {
     // Versioned, so each event reads its own body: a late write of an older
     // body is possible and must not win.
-    let world = IngestWorld::versioned().await;
+    let world = AwsIngestWorld::versioned().await;
     let key = "counters/2015-11-16/i-1";
     let mut events = Vec::new();
     for value in 1..=6 {
@@ -547,7 +547,7 @@ async fn concurrent_invocations_for_one_instance_converge_on_the_last_upload() {
 
 #[tokio::test]
 async fn keys_and_events_off_the_convention_are_ignored_not_failed() {
-    let world = IngestWorld::new().await;
+    let world = AwsIngestWorld::new().await;
     let mut records = Vec::new();
     for key in [
         "counters/2015-11-16/",
@@ -585,7 +585,7 @@ async fn keys_and_events_off_the_convention_are_ignored_not_failed() {
 
 #[tokio::test]
 async fn a_rejected_record_does_not_stop_the_others_in_its_event() {
-    let world = IngestWorld::new().await;
+    let world = AwsIngestWorld::new().await;
     let bad = world.upload("counters/2015-11-16/bad", "a").await;
     let good = world.upload("counters/2015-11-16/good", "a 1").await;
     let records = vec![
@@ -604,7 +604,7 @@ async fn a_rejected_record_does_not_stop_the_others_in_its_event() {
 
 #[tokio::test]
 async fn one_undecodable_sqs_message_fails_alone() {
-    let world = IngestWorld::new().await;
+    let world = AwsIngestWorld::new().await;
     let good = world.upload("counters/2015-11-16/i-1", "a 1").await;
     let event = sqs_event(&[
         ("m-good".into(), world.created_event(&good).to_string()),
@@ -630,7 +630,7 @@ async fn one_undecodable_sqs_message_fails_alone() {
 
 #[tokio::test]
 async fn a_store_failure_fails_the_invocation_and_names_the_table() {
-    let world = IngestWorld::new().await;
+    let world = AwsIngestWorld::new().await;
     let missing = unique("missing-table");
     let sdk = sdk_config().await;
     let broken = tally_ingest::Ingestor::new(
@@ -656,7 +656,7 @@ async fn a_notification_as_the_server_itself_sends_it_through_sns_and_sqs_is_ing
     // S3 -> SNS -> SQS wired on the server; the queued message is handed to
     // the handler exactly as received. The server's notifications have no
     // sequencer, userIdentity or requestParameters.
-    let world = IngestWorld::new().await;
+    let world = AwsIngestWorld::new().await;
     let sdk = sdk_config().await;
     let sns = aws_sdk_sns::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -758,11 +758,11 @@ async fn a_redelivered_event_finishes_the_check_its_crashed_delivery_never_ran()
 }
 
 #[tokio::test]
-async fn a_seed_round_costs_one_write_per_changed_upload_and_none_for_repeats() {
-    // The seed's workload: 100 instances × 100 counters, one direct S3 event
+async fn a_sample_round_costs_one_write_per_changed_upload_and_none_for_repeats() {
+    // The per-counter design's sample workload: 100 instances × 100 counters, one direct S3 event
     // per round carrying every record. Write units come from the items'
     // sizes by DynamoDB's rules (the server's own figures are not real).
-    let world = IngestWorld::new().await;
+    let world = AwsIngestWorld::new().await;
     let mut values: Vec<Vec<i64>> = (0..100)
         .map(|i| (0..100).map(|c| 1_000 + i * 100 + c).collect())
         .collect();
@@ -798,7 +798,7 @@ async fn a_seed_round_costs_one_write_per_changed_upload_and_none_for_repeats() 
             .await
             .unwrap();
         println!(
-            "seed round, {round}: {} writes, {} write units, {} read units",
+            "sample round, {round}: {} writes, {} write units, {} read units",
             report.capacity.writes, report.capacity.write_units, report.capacity.read_units
         );
         figures.push((report.capacity.writes, report.capacity.write_units));

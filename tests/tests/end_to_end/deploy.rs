@@ -36,7 +36,7 @@ use serde_json::{Map, Value, json};
 use tally_aws::metrics::Stage;
 use tally_tests::{sdk_config, unique};
 
-const TEMPLATE: &str = include_str!("../../deploy/template.yaml");
+const TEMPLATE: &str = include_str!("../../../deploy/template.yaml");
 
 // ------------------------------------------------------------------ parsing
 

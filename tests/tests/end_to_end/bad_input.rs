@@ -9,8 +9,8 @@
 //! 1. **a clear error** that names the thing and the fix, checked on the
 //!    text a user sees (the reason in ingest's report, the reason a stage
 //!    logs, or the error a handler or loader returns), and
-//! 2. **that nothing already stored changed**: the stores are seeded with a
-//!    good upload first (ingested, aggregated, evaluated, snapshot written),
+//! 2. **that nothing already stored changed**: the stores first hold a
+//!    good upload (ingested, aggregated, evaluated, snapshot written),
 //!    the bad input is thrown, and the state table, the totals, the snapshot
 //!    (and, for rules, the alert records) are compared with before.
 //!
@@ -70,10 +70,10 @@ use tally_tests::streams::lambda_event;
 use tally_tests::{S3Change, s3_event, sdk_config, sns_event, sqs_event};
 
 // ---------------------------------------------------------------------------
-// The harness: a seeded pipeline, what it stored, and what the stages log.
+// The harness: a pipeline with one upload, what it stored, and what the stages log.
 // ---------------------------------------------------------------------------
 
-/// Rules of the seeded world: one limit that the seed upload does not break.
+/// Rules of that world: one limit that the first upload does not break.
 const RULES: &str = r#"
 rules:
   - name: errors-high
@@ -83,7 +83,7 @@ rules:
 "#;
 
 /// The good upload every test starts from.
-const SEED_BODY: &str = "requests 10\nerrors 1\n";
+const FIRST_BODY: &str = "requests 10\nerrors 1\n";
 
 /// Everything the pipeline has stored for [`DATE`].
 #[derive(Debug, PartialEq)]
@@ -96,21 +96,24 @@ struct Stored {
     alerts: Vec<AlertRecord>,
 }
 
-/// A whole pipeline on the server with `SEED_BODY` uploaded as `i-1`,
+/// A whole pipeline on the server with `FIRST_BODY` uploaded as `i-1`,
 /// ingested, aggregated and evaluated, and the stage's clock moved on so
 /// that any later snapshot differs from the stored one.
-async fn seeded(rules: &str) -> (RulesWorld, Stored) {
+async fn with_first_upload(rules: &str) -> (RulesWorld, Stored) {
     let mut world = RulesWorld::new(rules).await;
-    world.upload("i-1", SEED_BODY).await;
+    world.upload("i-1", FIRST_BODY).await;
     world.pump().await;
     world.advance(Duration::from_secs(60));
     let before = stored(&world).await;
     assert_eq!(
         before.totals,
         totals(&[("errors", 1), ("requests", 10)]),
-        "the seed upload reached the totals"
+        "the first upload reached the totals"
     );
-    assert!(before.snapshot_json.is_some(), "the seed wrote a snapshot");
+    assert!(
+        before.snapshot_json.is_some(),
+        "the first upload wrote a snapshot"
+    );
     (world, before)
 }
 
@@ -232,7 +235,7 @@ async fn good_event_for_i2(world: &RulesWorld) -> Value {
 // Unit level: ingest/src/event.rs (undecodable_input_names_the_message_and_the_field).
 #[tokio::test]
 async fn truncated_sns_message_is_refused_and_changes_nothing() {
-    let (mut world, before) = seeded(RULES).await;
+    let (mut world, before) = with_first_upload(RULES).await;
     let inner = good_event_for_i2(&world).await.to_string();
     let mut event = sns_event(&json!({}));
     // The S3 event inside SNS's envelope, cut off halfway, as a truncating
@@ -250,7 +253,7 @@ async fn truncated_sns_message_is_refused_and_changes_nothing() {
 // Unit level: ingest/src/event.rs (undecodable_input_names_the_message_and_the_field).
 #[tokio::test]
 async fn sns_record_whose_message_is_not_a_string_is_refused_and_changes_nothing() {
-    let (mut world, before) = seeded(RULES).await;
+    let (mut world, before) = with_first_upload(RULES).await;
     let inner = good_event_for_i2(&world).await;
     let mut event = sns_event(&inner);
     // The S3 event as a JSON object instead of the string SNS always sends.
@@ -269,7 +272,7 @@ async fn sns_record_whose_message_is_not_a_string_is_refused_and_changes_nothing
 // (one_undecodable_sqs_message_fails_alone).
 #[tokio::test]
 async fn sqs_message_whose_body_is_not_json_fails_alone_and_changes_nothing() {
-    let (mut world, before) = seeded(RULES).await;
+    let (mut world, before) = with_first_upload(RULES).await;
     let (logs, _guard) = Logs::capture();
     // Bytes that are not JSON at all, as the body of a queued message: the
     // runtime decoded the SQS event, ingest decodes the body.
@@ -304,7 +307,7 @@ async fn sqs_message_whose_body_is_not_json_fails_alone_and_changes_nothing() {
 // Unit level: ingest/src/event.rs (undecodable_input_names_the_message_and_the_field).
 #[tokio::test]
 async fn records_given_as_an_object_instead_of_a_list_are_refused_and_change_nothing() {
-    let (mut world, before) = seeded(RULES).await;
+    let (mut world, before) = with_first_upload(RULES).await;
     let mut event = good_event_for_i2(&world).await;
     let record = event["Records"][0].take();
     event["Records"] = json!({ "0": record });
@@ -318,7 +321,7 @@ async fn records_given_as_an_object_instead_of_a_list_are_refused_and_change_not
 
 #[tokio::test]
 async fn s3_record_with_size_as_a_string_is_refused_and_changes_nothing() {
-    let (mut world, before) = seeded(RULES).await;
+    let (mut world, before) = with_first_upload(RULES).await;
     let mut inner = good_event_for_i2(&world).await;
     inner["Records"][0]["s3"]["object"]["size"] = "12".into();
     let message = ingest_refuses(&world, &sns_event(&inner)).await;
@@ -333,7 +336,7 @@ async fn s3_record_with_size_as_a_string_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn s3_record_with_the_key_as_a_number_is_refused_and_changes_nothing() {
-    let (mut world, before) = seeded(RULES).await;
+    let (mut world, before) = with_first_upload(RULES).await;
     let mut inner = good_event_for_i2(&world).await;
     inner["Records"][0]["s3"]["object"]["key"] = json!(20151116);
     let message = ingest_refuses(&world, &sns_event(&inner)).await;
@@ -379,7 +382,7 @@ async fn ignored_key(world: &RulesWorld, logs: &Logs, key: &str, reason: &str) {
 // tests/tests/ingest.rs (keys_and_events_off_the_convention_are_ignored_not_failed).
 #[tokio::test]
 async fn uploads_under_another_prefix_are_ignored_with_a_log_line_and_change_nothing() {
-    let (mut world, before) = seeded(RULES).await;
+    let (mut world, before) = with_first_upload(RULES).await;
     let (logs, _guard) = Logs::capture();
     for key in [
         format!("uploads/{DATE}/i-2"),
@@ -398,7 +401,7 @@ async fn uploads_under_another_prefix_are_ignored_with_a_log_line_and_change_not
 
 #[tokio::test]
 async fn folder_markers_are_ignored_with_a_log_line_and_change_nothing() {
-    let (mut world, before) = seeded(RULES).await;
+    let (mut world, before) = with_first_upload(RULES).await;
     let (logs, _guard) = Logs::capture();
     // What the S3 console's "Create folder" makes: an empty object whose key ends in '/'.
     for key in ["counters/".to_owned(), format!("counters/{DATE}/sub/")] {
@@ -415,7 +418,7 @@ async fn folder_markers_are_ignored_with_a_log_line_and_change_nothing() {
 
 #[tokio::test]
 async fn keys_with_invalid_dates_are_ignored_with_a_log_line_and_change_nothing() {
-    let (mut world, before) = seeded(RULES).await;
+    let (mut world, before) = with_first_upload(RULES).await;
     let (logs, _guard) = Logs::capture();
     for bad in ["2015-13-45", "2015-02-30", "2015-11-1", "20151116"] {
         ignored_key(
@@ -431,7 +434,7 @@ async fn keys_with_invalid_dates_are_ignored_with_a_log_line_and_change_nothing(
 
 #[tokio::test]
 async fn an_empty_instance_id_is_ignored_with_a_log_line_and_changes_nothing() {
-    let (mut world, before) = seeded(RULES).await;
+    let (mut world, before) = with_first_upload(RULES).await;
     let (logs, _guard) = Logs::capture();
     ignored_key(
         &world,
@@ -445,7 +448,7 @@ async fn an_empty_instance_id_is_ignored_with_a_log_line_and_changes_nothing() {
 
 #[tokio::test]
 async fn an_instance_id_over_255_bytes_is_ignored_with_a_log_line_and_changes_nothing() {
-    let (mut world, before) = seeded(RULES).await;
+    let (mut world, before) = with_first_upload(RULES).await;
     let (logs, _guard) = Logs::capture();
     // 128 two-byte characters: 256 bytes, though only 128 characters.
     let instance = "é".repeat(128);
@@ -462,7 +465,7 @@ async fn an_instance_id_over_255_bytes_is_ignored_with_a_log_line_and_changes_no
 // Unit level: ingest/src/apply.rs (Ingestor::apply's bucket check).
 #[tokio::test]
 async fn events_for_another_bucket_are_ignored_with_a_reason_and_change_nothing() {
-    let (mut world, before) = seeded(RULES).await;
+    let (mut world, before) = with_first_upload(RULES).await;
     let ingest = &world.pipeline.ingest;
     // Another bucket on the same server holds a good upload at a key of the
     // convention: reading it would change the state.
@@ -522,11 +525,11 @@ async fn events_for_another_bucket_are_ignored_with_a_reason_and_change_nothing(
 // (every_rejected_body_keeps_the_previous_state_and_says_exactly_why).
 // ---------------------------------------------------------------------------
 
-/// Uploads `body` over the seeded instance's object, ingests it, and checks
+/// Uploads `body` over the first upload's object, ingests it, and checks
 /// the rejection reason in the report (the embedded runtime prints it, the
 /// Lambda logs it with the key) and that nothing stored changed.
 async fn rejected_body(body: &[u8], reason: &str) {
-    let (mut world, before) = seeded(RULES).await;
+    let (mut world, before) = with_first_upload(RULES).await;
     let ingest = &world.pipeline.ingest;
     let key = format!("counters/{DATE}/i-1");
     let uploaded = ingest.upload(&key, body.to_vec()).await;
@@ -771,9 +774,9 @@ fn ingest_through(
 #[tokio::test]
 async fn a_100_mb_object_is_refused_by_the_size_cap_before_it_is_read_whole() {
     const SIZE: usize = 100 * 1024 * 1024;
-    let (mut world, before) = seeded(RULES).await;
+    let (mut world, before) = with_first_upload(RULES).await;
     let sdk = sdk_config().await;
-    // Valid counters all the way over the seeded instance's object, so
+    // Valid counters all the way over the first upload's object, so
     // only the size can refuse it. The server takes a while to store
     // 100 MB: this upload alone gets a long timeout.
     let mut body = b"requests 11\n".repeat(SIZE / 12);
@@ -911,7 +914,7 @@ async fn state_record_of_i2(world: &mut RulesWorld) -> Value {
 /// snapshot must be as before. Then the genuine record goes through, so the
 /// refusal held back nothing it should not have.
 async fn refused_state_record(bad: impl FnOnce(&mut Value), reason: &str) {
-    let (mut world, before) = seeded(RULES).await;
+    let (mut world, before) = with_first_upload(RULES).await;
     let good = state_record_of_i2(&mut world).await;
     let mut record = good.clone();
     bad(&mut record);
@@ -1013,7 +1016,7 @@ async fn a_state_record_without_a_sequence_number_is_refused_and_changes_no_tota
 // ---------------------------------------------------------------------------
 
 async fn refused_totals_record(bad: impl Fn(&mut Value), reason: &str) {
-    let (mut world, before) = seeded(RULES).await;
+    let (mut world, before) = with_first_upload(RULES).await;
     world.upload("i-2", "requests 5\nerrors 9\n").await;
     let good = world.aggregate().await;
     assert!(!good.is_empty(), "the upload changed totals");
@@ -1117,7 +1120,7 @@ rules:
   - name: hash-a-and-parenthesis
     expr: 'counter("#a") + counter(")OR(attribute_exists(x)") > 0'
 "##;
-    let (mut world, _) = seeded(rules).await;
+    let (mut world, _) = with_first_upload(rules).await;
     let body_of = |scale: i64| -> String {
         names
             .iter()
@@ -1257,7 +1260,7 @@ async fn refused_rules_file(text: &str, problem: &str) {
 
     // The rules stage's source on S3: good rules first, then the bad file
     // over them. The good rules stay in force and still page on-call.
-    let (mut world, before) = seeded(RULES).await;
+    let (mut world, before) = with_first_upload(RULES).await;
     let s3 = world.pipeline.ingest.s3.clone();
     let bucket = world.pipeline.ingest.bucket.clone();
     let put = |body: String| {
@@ -1334,7 +1337,7 @@ async fn a_rules_file_nested_10000_deep_is_refused_quickly_and_the_good_rules_ke
 // (a_rule_that_errors_is_reported_and_the_others_still_fire).
 // ---------------------------------------------------------------------------
 
-/// Seeds a world whose `failing` rules hold on `firing_body` (uploaded as
+/// Makes a world whose `failing` rules hold on `firing_body` (uploaded as
 /// `i-9`), lets them fire, then uploads `failing_body` for `i-9` and
 /// `errors 9` for `i-1`: each failing rule must log its own `errors`, keep
 /// its alert record, send nothing, and `errors-high` must still fire.
@@ -1348,7 +1351,7 @@ async fn rules_that_fail_to_evaluate(
     for (name, expr) in failing {
         rules.push_str(&format!("  - name: {name}\n    expr: '{expr}'\n"));
     }
-    let (mut world, _) = seeded(&rules).await;
+    let (mut world, _) = with_first_upload(&rules).await;
     world.upload("i-9", firing_body).await;
     let report = world.pump().await;
     assert_eq!(report.rule_errors, 0, "{report:?}");
@@ -1494,7 +1497,7 @@ async fn totals_beyond_i64_are_summed_exactly_and_compared_without_error() {
     let rules = format!(
         "{RULES}  - name: big-total\n    expr: 'big > 9000000000000000000'\n  - name: big-sum\n    expr: 'sum(\"bi*\") > 18000000000000000000'\n"
     );
-    let (mut world, _) = seeded(&rules).await;
+    let (mut world, _) = with_first_upload(&rules).await;
     world.upload("i-2", "big 9223372036854775807\n").await;
     world.upload("i-3", "big 9223372036854775807\n").await;
     let report = world.pump().await;

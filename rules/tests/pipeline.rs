@@ -1,0 +1,406 @@
+//! The rules stage's behaviour at the end of the whole pipeline on one
+//! machine: uploads to a bucket in memory ingested into SQLite, the state
+//! change log folded by the aggregate stage, the totals' change log handed
+//! to the rules stage date by date as `tally run` hands it, alerts to an
+//! in-memory topic and snapshots to the bucket, the stage's clock the
+//! test's. No server: the same scenarios run over DynamoDB, SNS and S3 in
+//! tally-tests (its `rules` module), which also checks what only AWS
+//! carries (the SNS envelope, stream records in Lambda's shape).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tally_core::key::Date;
+use tally_core::rules::RuleSet;
+use tally_core::rules::alert::{AlertState, Notification};
+use tally_embedded::alerts_table::SqliteAlertStore;
+use tally_embedded::totals_tables::SqliteTotalsStore;
+use tally_rules::changes;
+use tally_rules::stage::{RulesReport, RulesStage, StageConfig};
+use tally_testkit::aggregate_model::{batch_totals, live_totals};
+use tally_testkit::memory::{MemoryBucket, MemoryTopic};
+use tally_testkit::world::{EmbeddedPipelineWorld, IngestWorld, PipelineWorld};
+
+const DATE: &str = "2015-11-16";
+
+const LIMIT: &str = r#"
+rules:
+  - name: counter1-max
+    counter: COUNTER1
+    max: 150000
+    severity: critical
+    labels: {team: platform}
+"#;
+
+type Stage = RulesStage<SqliteTotalsStore, SqliteAlertStore, MemoryTopic, MemoryBucket>;
+
+struct RulesWorld {
+    pipeline: EmbeddedPipelineWorld,
+    rules: RuleSet,
+    topic: MemoryTopic,
+    stage: Stage,
+    now: Arc<Mutex<DateTime<Utc>>>,
+    /// The totals' change log already handed to the rules stage.
+    delivered: i64,
+    /// Messages already looked at by [`RulesWorld::messages`].
+    seen: usize,
+}
+
+/// One batch of the totals' change log: its dates and their changed counters.
+type Batch = BTreeMap<Date, changes::DateChanges<i64>>;
+
+impl RulesWorld {
+    fn new(rules: &str) -> RulesWorld {
+        RulesWorld::with_rules(RuleSet::load(&[("rules.yaml", rules)]).expect("the rules load"))
+    }
+
+    fn with_rules(rules: RuleSet) -> RulesWorld {
+        let pipeline = EmbeddedPipelineWorld::new(false);
+        let now = Arc::new(Mutex::new(
+            DateTime::parse_from_rfc3339("2015-11-16T08:00:00Z")
+                .expect("a valid time")
+                .to_utc(),
+        ));
+        let topic = MemoryTopic::default();
+        let stage = RulesWorld::stage_over(&pipeline, &topic, &now, Duration::from_secs(30));
+        RulesWorld {
+            pipeline,
+            rules,
+            topic,
+            stage,
+            now,
+            delivered: 0,
+            seen: 0,
+        }
+    }
+
+    /// A rules stage over the same tables, topic, bucket and clock: another
+    /// invocation.
+    fn stage_over(
+        pipeline: &EmbeddedPipelineWorld,
+        topic: &MemoryTopic,
+        now: &Arc<Mutex<DateTime<Utc>>>,
+        lease: Duration,
+    ) -> Stage {
+        let mut config = StageConfig::new("fleet");
+        config.lease = lease;
+        let clock = now.clone();
+        RulesStage::new(
+            pipeline.ingest.db.totals(),
+            pipeline.ingest.db.alerts(),
+            topic.clone(),
+            pipeline.ingest.bucket.clone(),
+            config,
+        )
+        .with_clock(Arc::new(move || *clock.lock().expect("the clock")))
+    }
+
+    fn another_stage(&self) -> Stage {
+        RulesWorld::stage_over(
+            &self.pipeline,
+            &self.topic,
+            &self.now,
+            Duration::from_secs(30),
+        )
+    }
+
+    fn advance(&self, by: Duration) {
+        *self.now.lock().expect("the clock") += chrono::Duration::from_std(by).expect("short");
+    }
+
+    async fn upload(&self, instance: &str, body: &str) {
+        let ingest = self.pipeline.ingest();
+        let event = ingest
+            .upload(&format!("counters/{DATE}/{instance}"), body)
+            .await;
+        let (_, report) = ingest.ingestor().handle(&event).await.expect("ingested");
+        assert_eq!(report.failed, 0, "{instance}: not ingested");
+    }
+
+    /// Folds the state change log's new rows and returns the totals' change
+    /// log's new rows, by date, as one batch.
+    async fn aggregate(&mut self) -> Batch {
+        let changes = self.pipeline.read_new().await;
+        let (_, failures) = self.pipeline.aggregator.apply(&changes).await;
+        assert!(failures.is_empty(), "aggregate failed");
+        let rows = self
+            .pipeline
+            .ingest
+            .db
+            .total_changes_after(self.delivered, 10_000)
+            .expect("the totals' change log");
+        if let Some(last) = rows.last() {
+            self.delivered = last.sequence;
+        }
+        changes::by_date(
+            rows.iter()
+                .map(|row| (row.new.date.clone(), row.new.counter.clone(), row.sequence)),
+        )
+    }
+
+    /// Hands one batch to `stage`, date by date; the first date that fails
+    /// fails the batch.
+    async fn evaluate_on(&self, stage: &Stage, batch: &Batch) -> Result<RulesReport, String> {
+        let mut report = RulesReport::default();
+        for (date, changes) in batch {
+            stage
+                .process_date(&self.rules, date, &changes.counters, &mut report)
+                .await
+                .map_err(|e| format!("{date}: {e}"))?;
+        }
+        Ok(report)
+    }
+
+    async fn evaluate(&self, batch: &Batch) -> RulesReport {
+        self.evaluate_on(&self.stage, batch)
+            .await
+            .expect("the rules batch")
+    }
+
+    async fn pump(&mut self) -> RulesReport {
+        let batch = self.aggregate().await;
+        self.evaluate(&batch).await
+    }
+
+    /// The messages published since the last call.
+    fn messages(&mut self) -> Vec<Notification> {
+        let sent = self.topic.sent();
+        let new = sent[self.seen..].to_vec();
+        self.seen = sent.len();
+        new
+    }
+
+    fn object(&self, key: &str) -> Option<String> {
+        self.pipeline
+            .ingest
+            .bucket
+            .current(key)
+            .map(|body| String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn totals(&self) -> BTreeMap<String, i128> {
+        live_totals(self.pipeline.aggregator.store(), DATE)
+            .await
+            .expect("the totals")
+    }
+}
+
+#[tokio::test]
+async fn the_worked_example_totals_191122_and_fires_once() {
+    let mut world = RulesWorld::with_rules(tally_rules::bundled::rules());
+    for (instance, value) in [
+        ("i-1", 12345),
+        ("i-2", 123456),
+        ("i-3", 1000),
+        ("i-4", 54321),
+    ] {
+        world.upload(instance, &format!("COUNTER1 {value}")).await;
+        world.pump().await;
+    }
+    assert_eq!(world.totals().await["COUNTER1"], 191_122);
+    assert_eq!(
+        world.object(&format!("totals/{DATE}")).as_deref(),
+        Some("COUNTER1 191122\n")
+    );
+    let json: Value =
+        serde_json::from_str(&world.object(&format!("totals/{DATE}.json")).unwrap()).unwrap();
+    assert_eq!(json["date"], DATE);
+    assert_eq!(json["counters"]["COUNTER1"], 191_122);
+    assert!(json["generated_at"].as_str().unwrap().ends_with('Z'));
+    assert!(json["computed_from"]["generation"].as_u64().unwrap() >= 4);
+
+    let messages = world.messages();
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    let alert = serde_json::to_value(&messages[0]).unwrap();
+    assert_eq!(alert["rule"], "counter1-max");
+    assert_eq!(alert["state"], "firing");
+    assert_eq!(alert["severity"], "critical");
+    assert_eq!(alert["date"], DATE);
+    assert_eq!(alert["counter"], "COUNTER1");
+    assert_eq!(alert["value"], 191_122);
+    assert_eq!(alert["threshold"]["max"], 150_000);
+    assert_eq!(alert["labels"]["team"], "platform");
+    assert_eq!(alert["transition"], 1);
+    assert!(alert["summary"].as_str().unwrap().contains("191122"));
+    assert!(alert["since"].as_str().is_some());
+    // Nothing more, and evaluating nothing new sends nothing.
+    world.pump().await;
+    assert!(world.messages().is_empty());
+}
+
+#[tokio::test]
+async fn firing_stays_silent_then_resolves_once() {
+    let mut world = RulesWorld::new(LIMIT);
+    world.upload("i-1", "COUNTER1 200000").await;
+    world.pump().await;
+    world.upload("i-1", "COUNTER1 210000").await;
+    world.pump().await;
+    world.upload("i-2", "COUNTER1 5").await;
+    world.pump().await;
+    let messages = world.messages();
+    assert_eq!(messages.len(), 1, "one message while it keeps firing");
+    world.upload("i-1", "COUNTER1 1000").await;
+    world.pump().await;
+    let messages = world.messages();
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    assert_eq!(messages[0].state, AlertState::Resolved);
+    assert_eq!(messages[0].transition, 2);
+    assert_eq!(messages[0].value, Some(1005));
+    assert_eq!(
+        world.object(&format!("totals/{DATE}")).as_deref(),
+        Some("COUNTER1 1005\n")
+    );
+}
+
+#[tokio::test]
+async fn a_redelivered_or_concurrent_batch_sends_each_transition_once() {
+    let mut world = RulesWorld::new(LIMIT);
+    world.upload("i-1", "COUNTER1 200000").await;
+    let batch = world.aggregate().await;
+    let second = world.another_stage();
+    let (a, b) = tokio::join!(
+        world.evaluate_on(&world.stage, &batch),
+        world.evaluate_on(&second, &batch)
+    );
+    a.unwrap();
+    b.unwrap();
+    // Delivered again after, say, a timeout.
+    world.evaluate(&batch).await;
+    assert_eq!(world.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn a_reminder_comes_after_the_repeat_interval_only() {
+    let mut world = RulesWorld::new(&format!("{LIMIT}    repeat: 1h\n"));
+    world.upload("i-1", "COUNTER1 200000").await;
+    world.pump().await;
+    assert_eq!(world.messages().len(), 1);
+    world.advance(Duration::from_secs(30 * 60));
+    world.upload("i-1", "COUNTER1 200001").await;
+    world.pump().await;
+    assert!(world.messages().is_empty(), "no reminder before the hour");
+    world.advance(Duration::from_secs(31 * 60));
+    world.upload("i-1", "COUNTER1 200002").await;
+    world.pump().await;
+    let messages = world.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].state, AlertState::Firing);
+    assert!(messages[0].reminder);
+}
+
+#[tokio::test]
+async fn for_fires_only_after_consecutive_evaluations() {
+    let mut world = RulesWorld::new(&format!("{LIMIT}    for: 2\n"));
+    world.upload("i-1", "COUNTER1 200000").await;
+    let batch = world.aggregate().await;
+    world.evaluate(&batch).await;
+    // A redelivered batch is the same evaluation, not a second one.
+    world.evaluate(&batch).await;
+    assert!(world.messages().is_empty(), "one evaluation is not enough");
+    world.upload("i-1", "COUNTER1 200001").await;
+    world.pump().await;
+    let messages = world.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].state, AlertState::Firing);
+}
+
+#[tokio::test]
+async fn a_rule_that_errors_is_reported_and_the_others_still_fire() {
+    let rules = format!("{LIMIT}  - name: per-won\n    expr: 'COUNTER1 / won > 2'\n");
+    let mut world = RulesWorld::new(&rules);
+    world.upload("i-1", "COUNTER1 200000 won 0").await;
+    let report = world.pump().await;
+    assert_eq!(report.rule_errors, 1, "{report:?}");
+    let messages = world.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].rule, "counter1-max");
+    assert_eq!(
+        world.object(&format!("totals/{DATE}")).as_deref(),
+        Some("COUNTER1 200000\nwon 0\n")
+    );
+}
+
+#[tokio::test]
+async fn a_message_decided_but_not_published_is_sent_on_redelivery() {
+    let mut world = RulesWorld::new(LIMIT);
+    world.upload("i-1", "COUNTER1 200000").await;
+    let batch = world.aggregate().await;
+    let flaky = RulesWorld::stage_over(
+        &world.pipeline,
+        &world.topic,
+        &world.now,
+        Duration::from_secs(60),
+    );
+    world.topic.fail_next(1);
+    assert!(world.evaluate_on(&flaky, &batch).await.is_err());
+    assert!(world.messages().is_empty());
+    // Delivered again once the publisher's lease (60 s) has run out.
+    world.advance(Duration::from_secs(61));
+    let report = world.evaluate_on(&flaky, &batch).await.unwrap();
+    assert_eq!(report.outboxes_recovered, 1, "{report:?}");
+    let messages = world.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].transition, 1);
+    // And again: nothing more.
+    world.evaluate(&batch).await;
+    assert!(world.messages().is_empty());
+}
+
+#[tokio::test]
+async fn the_snapshot_follows_overwrites_deletes_and_removed_counters() {
+    let mut world = RulesWorld::new(LIMIT);
+    world.upload("i-1", "a.b 1 bids-won 2 заказы 3").await;
+    world.upload("i-2", "a.b 10 gone 5").await;
+    world.pump().await;
+    assert_eq!(
+        world.object(&format!("totals/{DATE}")).as_deref(),
+        Some("a.b 11\nbids-won 2\ngone 5\nзаказы 3\n")
+    );
+    world.upload("i-2", "a.b 20").await;
+    world.pump().await;
+    let text = world.object(&format!("totals/{DATE}")).unwrap();
+    assert_eq!(text, "a.b 21\nbids-won 2\nзаказы 3\n");
+    let json: Value =
+        serde_json::from_str(&world.object(&format!("totals/{DATE}.json")).unwrap()).unwrap();
+    assert_eq!(json["counters"].as_object().unwrap().len(), 3);
+    assert_eq!(json["counters"]["заказы"], 3);
+    // The snapshot is what a batch job over the bucket computes.
+    let batch = batch_totals(world.pipeline.ingest(), DATE).await.unwrap();
+    let expected: String = batch.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+    assert_eq!(text, expected);
+    // A delete drops the instance's counters from the snapshot.
+    let event = world
+        .pipeline
+        .ingest()
+        .delete(&format!("counters/{DATE}/i-1"))
+        .await;
+    world
+        .pipeline
+        .ingest()
+        .ingestor()
+        .handle(&event)
+        .await
+        .unwrap();
+    world.pump().await;
+    assert_eq!(
+        world.object(&format!("totals/{DATE}")).as_deref(),
+        Some("a.b 20\n")
+    );
+}
+
+#[tokio::test]
+async fn old_dates_get_their_snapshot_but_page_no_one() {
+    let mut world = RulesWorld::new(LIMIT);
+    world.advance(Duration::from_secs(4 * 86_400));
+    world.upload("i-1", "COUNTER1 200000").await;
+    let report = world.pump().await;
+    assert_eq!(report.dates_not_alerted, 1, "{report:?}");
+    assert!(world.messages().is_empty());
+    assert_eq!(
+        world.object(&format!("totals/{DATE}")).as_deref(),
+        Some("COUNTER1 200000\n")
+    );
+}
