@@ -15,7 +15,7 @@
 //! [`Stage::metrics`]; the aggregate function emits the aggregate stage's
 //! per stream batch and [`RECONCILE`]'s per scheduled reconcile.
 //! `deploy/template.yaml`'s alarms name them (`UploadsRejected`,
-//! `RuleErrors`, `ReconcileDrift`), and `tests/tests/deploy.rs` checks
+//! `RuleErrors`, `ReconcileDrift`), and `tests/tests/end_to_end/deploy.rs` checks
 //! that every metric an alarm watches is one a function emits, and that
 //! every field named here exists in the stage's report.
 //!

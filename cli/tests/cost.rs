@@ -28,7 +28,7 @@ fn dollars(stdout: &str, label: &str) -> Vec<f64> {
 }
 
 #[test]
-fn the_seed_workload_by_default_and_tally_costs_less() {
+fn the_sample_workload_by_default_and_tally_costs_less() {
     let output = cost(&[]);
     let stdout = text(&output.stdout);
     assert!(
@@ -44,12 +44,15 @@ fn the_seed_workload_by_default_and_tally_costs_less() {
     assert!(stdout.contains("matches"), "{stdout}");
     assert!(!stdout.contains("DIFFERS"), "{stdout}");
     for label in ["total per month", "total per year"] {
-        let [tally, seed] = dollars(&stdout, label)[..] else {
+        let [tally, per_counter] = dollars(&stdout, label)[..] else {
             panic!("two figures on {label:?}:\n{stdout}");
         };
-        assert!(0.0 < tally && tally < seed, "{label}: {tally} vs {seed}");
+        assert!(
+            0.0 < tally && tally < per_counter,
+            "{label}: {tally} vs {per_counter}"
+        );
     }
-    // The seed's own figures, and why the model differs, are in the report.
+    // The per-counter design's own figures, and why the model differs, are in the report.
     let words = stdout.split_whitespace().collect::<Vec<_>>().join(" ");
     for needle in [
         "$4,471.00 a year on Lambda + DynamoDB",
@@ -70,10 +73,14 @@ fn json_carries_every_figure_input_and_assumption() {
     let tally = json["tally"]["per_year_usd"]
         .as_f64()
         .expect("tally's yearly cost");
-    let seed = json["seed"]["per_year_usd"]
+    // The per-counter design keeps its old key, `seed`, which scripts read.
+    let per_counter = json["seed"]["per_year_usd"]
         .as_f64()
-        .expect("the seed's yearly cost");
-    assert!(0.0 < tally && tally < seed, "{tally} vs {seed}");
+        .expect("the per-counter design's yearly cost");
+    assert!(
+        0.0 < tally && tally < per_counter,
+        "{tally} vs {per_counter}"
+    );
     // docs/design.md §3 and §5: 100 uploads of 100 counters are 200 write units; 362 per batch.
     assert_eq!(
         json["tally_stages"]["ingest_write_units"].as_f64(),
@@ -110,7 +117,7 @@ fn flags_override_prices_and_durations() {
 }
 
 #[test]
-fn a_fleet_the_seed_cannot_hold_still_prices_tally() {
+fn a_fleet_the_per_counter_design_cannot_hold_still_prices_tally() {
     let output = cost(&["--instances", "100000", "--json"]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");

@@ -444,7 +444,7 @@ async fn the_hourly_check_of_today_counts_only_drift_that_holds_still() {
 async fn a_sample_round_writes_each_changed_total_once_per_batch() {
     // The per-counter design's sample workload, 100 instances × 100 counters, in one batch of
     // 100 records: a first round, then one where 10% of the counters move.
-    // (`cargo run -p tally-tests --example seed_costs` prints the full table.)
+    // (`cargo run -p tally-tests --example sample_workload_costs` prints the full table.)
     let mut world = AwsPipelineWorld::new(false).await;
     let rounds = tally_tests::sample_workload::run_sample_rounds(&mut world, 100, &[100, 10]).await;
     for round in &rounds {

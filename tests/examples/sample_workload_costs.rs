@@ -2,7 +2,7 @@
 //! the per-counter design tally replaces, against
 //! an AWS API server on loopback:
 //!
-//!     scripts/with-moto cargo run -p tally-tests --example seed_costs
+//!     scripts/with-moto cargo run -p tally-tests --example sample_workload_costs
 //!
 //! Write and read units are computed from item sizes by DynamoDB's rules.
 
