@@ -164,7 +164,10 @@ pub async fn invoke(options: &Options, event: Bytes) -> anyhow::Result<Measured>
     let pid = child.id();
     let result = async {
         // Init: until the first `next`, an init error, or the process exits.
+        // Biased to the messages: a bootstrap that takes the event and
+        // crashes at once has both ready, and what it said comes first.
         let delivered_at = tokio::select! {
+            biased;
             message = seen.recv() => match message {
                 Some(Seen::Delivered(at)) => at,
                 Some(Seen::InitError { kind, body }) => bail!(
@@ -190,6 +193,7 @@ pub async fn invoke(options: &Options, event: Bytes) -> anyhow::Result<Measured>
         let init = delivered_at.duration_since(started);
         // The invocation: until the response or error, within the timeout.
         let (ended_at, ending) = tokio::select! {
+                biased;
                 message = seen.recv() => match message {
                     Some(Seen::Ended(at, ending)) => (at, ending),
                     Some(Seen::Refused(why)) => bail!("{} broke the Runtime API: {why}", options.path.display()),
