@@ -2,8 +2,8 @@
 //! delivers it, folded into per-(date, bucket) partial items and the totals
 //! they move.
 //!
-//! Why: this is the aggregate stage's whole CPU cost per invocation. DESIGN
-//! §7 asks that an invocation's own CPU time be a small fraction of its AWS
+//! Why: this is the aggregate stage's whole CPU cost per invocation.
+//! docs/design.md §8 asks that an invocation's own CPU time be a small fraction of its AWS
 //! round trips (a DynamoDB call takes milliseconds, and a batch makes a few
 //! hundred), and the functions run at 128 MB, i.e. a fraction of a vCPU; it
 //! also bounds how quickly the embedded runtime gets through one round of
