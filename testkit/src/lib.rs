@@ -14,7 +14,8 @@
 //! - [`ingest_model`], [`aggregate_model`]: the model-based property tests
 //!   of ingest, and of ingest and aggregate together.
 //!
-//! It depends on no AWS SDK: the AWS side of a scenario is tally-tests'.
+//! It names no AWS type and depends on no SDK crate itself: the AWS side of a
+//! scenario is tally-tests'.
 
 pub mod aggregate_model;
 pub mod events;
