@@ -13,7 +13,12 @@
 //!    newer than the notice's, the notice is stale: stop, with no object read
 //!    and no write. If it is the notice's own ordering, this is a redelivery
 //!    of an event already applied: only step 4 runs, because the first
-//!    delivery may have crashed between its write and its check.
+//!    delivery may have crashed between its write and its check. Events
+//!    ordered by time alone can also tie with *another* event (two uploads
+//!    in one millisecond); such a notice goes on to step 2 only when step 4
+//!    could not settle the state from the bucket. Once the state matches
+//!    the bucket, nothing the notice brings can be newer, and writing it
+//!    would only be undone by step 4 after the totals had seen it.
 //! 2. **Skip identical re-uploads.** If the event's ETag is the stored one,
 //!    nothing changed: stop without reading the object. Otherwise read the
 //!    object (the event's exact version, when it has one) and parse it. A
@@ -188,6 +193,19 @@ pub struct Ingestor<S, O> {
     config: IngestConfig,
 }
 
+/// What step 4 found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    /// The write was already what the bucket says.
+    Current,
+    /// The write was corrected to what the bucket says.
+    Corrected,
+    /// The write stays although the bucket says otherwise: the bucket's
+    /// body cannot be stored and there is no history to fall back on, or a
+    /// newer write replaced this one (its writer checks it).
+    Kept,
+}
+
 /// The object's content as read: accepted, rejected, or not there.
 enum Read {
     Live(Content),
@@ -232,16 +250,25 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
                 // This event again (or, for time-ordered keys, another upload in
                 // the same millisecond). The first delivery may have written and
                 // crashed before step 4, so finish step 4 for it first.
-                let corrected = self
+                match self
                     .check_after_write(stored.clone(), &notice.bucket, &mut used)
-                    .await?;
-                if corrected {
+                    .await?
+                {
                     // The state now matches the bucket as it is, which is at
                     // least as new as anything this notice could bring.
-                    return Ok((Outcome::Written { corrected }, used));
-                }
-                if !notice.ordering.replaces_equal() {
-                    return Ok((Outcome::Duplicate, used));
+                    Checked::Corrected => {
+                        return Ok((Outcome::Written { corrected: true }, used));
+                    }
+                    // The same holds when it matched already. A time-ordered
+                    // notice that went on would write what the bucket no longer
+                    // holds (a duplicate of a delete whose write step 4 turned
+                    // into the upload after it, say) and step 4 would then undo
+                    // it: a flap of the instance's counters downstream.
+                    Checked::Current => return Ok((Outcome::Duplicate, used)),
+                    Checked::Kept if !notice.ordering.replaces_equal() => {
+                        return Ok((Outcome::Duplicate, used));
+                    }
+                    Checked::Kept => {}
                 }
             } else if !notice.ordering.supersedes(&stored.ordering) {
                 return Ok((Outcome::Stale, used));
@@ -293,10 +320,15 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
         }
 
         // Step 4.
-        let corrected = self
+        let checked = self
             .check_after_write(new_state, &notice.bucket, &mut used)
             .await?;
-        Ok((Outcome::Written { corrected }, used))
+        Ok((
+            Outcome::Written {
+                corrected: checked == Checked::Corrected,
+            },
+            used,
+        ))
     }
 
     /// Step 4: makes sure the state still says what the bucket says, and
@@ -306,7 +338,7 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
         mut written: InstanceState,
         bucket: &str,
         used: &mut Capacity,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Checked, StoreError> {
         let mut corrected = false;
         for attempt in 0..=MAX_CORRECTIONS {
             let head = self.objects.head(bucket, &written.object_key).await?;
@@ -315,8 +347,13 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
                 (Content::Live { etag, .. }, Some(meta)) => *etag == meta.etag,
                 _ => false,
             };
+            let settled = if corrected {
+                Checked::Corrected
+            } else {
+                Checked::Current
+            };
             if still_current {
-                break;
+                return Ok(settled);
             }
             if attempt == MAX_CORRECTIONS {
                 // The object changed under every correction. Fail, so that the
@@ -337,7 +374,9 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
                 break;
             };
             if content == written.content {
-                break;
+                // The current body cannot be stored, and the history says
+                // what was written.
+                return Ok(settled);
             }
             // Same ordering, and only over this invocation's own write: a
             // correction can never undo a newer state.
@@ -359,7 +398,11 @@ impl<S: StateStore, O: ObjectStore> Ingestor<S, O> {
                 PutOutcome::PreconditionFailed => break,
             }
         }
-        Ok(corrected)
+        Ok(if corrected {
+            Checked::Corrected
+        } else {
+            Checked::Kept
+        })
     }
 
     /// What the state of `like`'s object should hold, as the bucket is now:

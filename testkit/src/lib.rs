@@ -39,6 +39,11 @@ pub const EMBEDDED_CASES: u32 = 1_000;
 /// What a model test runs on: a two-thread runtime, and `PROPTEST_CASES`
 /// cases (`default_cases` when unset) with bounded shrinking, since against
 /// the server each replay is a whole script.
+///
+/// Failing cases are saved to, and replayed from, a
+/// `.proptest-regressions` file beside the test's source file. Proptest's
+/// default looks for a `lib.rs` or `main.rs` above the file instead, which
+/// puts the file of a test binary with a `main.rs` somewhere nobody looks.
 pub fn property_runner(
     default_cases: u32,
 ) -> (tokio::runtime::Runtime, proptest::test_runner::Config) {
@@ -54,6 +59,9 @@ pub fn property_runner(
     let config = proptest::test_runner::Config {
         cases,
         max_shrink_iters: 100,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
         ..proptest::test_runner::Config::default()
     };
     (runtime, config)
