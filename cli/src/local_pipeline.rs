@@ -37,6 +37,7 @@ use tally_core::aggregate::{SequenceNumber, StateChange};
 use tally_core::key::Date;
 use tally_core::ordering::OrderingKey;
 use tally_core::rules::RuleSet;
+use tally_core::rules::alert::Trigger;
 use tally_core::state::StateItem;
 use tally_embedded::alerts_table::SqliteAlertStore;
 use tally_embedded::database::{ChangeLog, Database};
@@ -329,7 +330,12 @@ impl LocalPipeline {
             );
             for (date, changes) in &dates {
                 self.stage
-                    .process_date(&self.rules, date, &changes.counters, &mut report.rules)
+                    .process_date(
+                        &self.rules,
+                        date,
+                        Trigger::Changed(&changes.counters),
+                        &mut report.rules,
+                    )
                     .await
                     .with_context(|| format!("evaluating {date}"))?;
                 report.dates.insert(date.clone());

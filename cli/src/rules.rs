@@ -1,13 +1,14 @@
 //! `tally rules check | test | eval`: ops' tools for rules files, the same
 //! checks the build and the rules stage make.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use tally_core::key::Date;
-use tally_core::rules::alert::decide;
+use tally_core::rules::alert::{Trigger, decide};
+use tally_core::rules::duration;
 use tally_core::rules::unit;
 
 #[derive(Debug, clap::Subcommand)]
@@ -125,7 +126,8 @@ struct Evaluation {
     date: Date,
     counters: usize,
     firing: Vec<serde_json::Value>,
-    /// Rules that hold but wait for more evaluations (`for:`).
+    /// Alerts whose condition holds but has not yet held for the rule's
+    /// `for:`, with how long that is.
     pending: Vec<String>,
     rule_errors: Vec<String>,
 }
@@ -142,12 +144,12 @@ fn eval(snapshot: &Path, rules_dir: Option<&Path>, date: Option<&str>, json: boo
         )
     })?;
     let date = Date::parse(&date_text).with_context(|| format!("--date {date_text}"))?;
-    let changed: BTreeSet<String> = totals.keys().cloned().collect();
+    // Every rule, as a tick decides them: nothing came before this one.
     let decisions = decide(
         &rules,
         &date,
         &totals,
-        &changed,
+        Trigger::Tick,
         &BTreeMap::new(),
         1,
         chrono::Utc::now(),
@@ -166,7 +168,16 @@ fn eval(snapshot: &Path, rules_dir: Option<&Path>, date: Option<&str>, json: boo
                 subjects.push(format!("{}\n      {}", note.subject(), note.summary));
                 evaluation.firing.push(serde_json::to_value(note)?);
             }
-            None => evaluation.pending.push(record.alert.clone()),
+            None => {
+                let rule = record.alert.split('#').next().unwrap_or_default();
+                let wait = rules
+                    .rule(rule)
+                    .map_or_else(String::new, |r| duration::display(r.for_));
+                evaluation.pending.push(format!(
+                    "{} (fires once it has held for {wait})",
+                    record.alert
+                ));
+            }
         }
     }
     if json {
@@ -184,7 +195,7 @@ fn eval(snapshot: &Path, rules_dir: Option<&Path>, date: Option<&str>, json: boo
         println!("  {subject}");
     }
     for alert in &evaluation.pending {
-        println!("  pending (holds, waits for more evaluations): {alert}");
+        println!("  pending, not sent: {alert}");
     }
     for error in &evaluation.rule_errors {
         println!("  rule error: {error}");

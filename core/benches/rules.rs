@@ -52,7 +52,7 @@ use chrono::{DateTime, Utc};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tally_core::key::Date;
 use tally_core::rules::RuleSet;
-use tally_core::rules::alert::{AlertRecord, decide, evaluate};
+use tally_core::rules::alert::{AlertRecord, Trigger, decide, evaluate};
 
 const RULES: usize = 1_000;
 const SERVICES: usize = 10;
@@ -151,7 +151,15 @@ fn bench_rules(c: &mut Criterion) {
 
     // The first evaluation of the day, and the records a store would then
     // hold once the messages were sent.
-    let first = decide(&rules, &date, &totals, &changed, &BTreeMap::new(), 1, now);
+    let first = decide(
+        &rules,
+        &date,
+        &totals,
+        Trigger::Changed(&changed),
+        &BTreeMap::new(),
+        1,
+        now,
+    );
     assert!(first.errors.is_empty(), "rule errors: {:?}", first.errors);
     let records: BTreeMap<String, AlertRecord> = first
         .writes
@@ -163,7 +171,15 @@ fn bench_rules(c: &mut Criterion) {
             (record.alert.clone(), record)
         })
         .collect();
-    let steady = decide(&rules, &date, &totals, &changed, &records, 2, now);
+    let steady = decide(
+        &rules,
+        &date,
+        &totals,
+        Trigger::Changed(&changed),
+        &records,
+        2,
+        now,
+    );
     let mut note = String::new();
     let _ = write!(
         note,
@@ -188,7 +204,7 @@ fn bench_rules(c: &mut Criterion) {
                 black_box(&rules),
                 &date,
                 black_box(&totals),
-                black_box(&changed),
+                black_box(Trigger::Changed(&changed)),
                 &BTreeMap::new(),
                 1,
                 now,
@@ -201,7 +217,7 @@ fn bench_rules(c: &mut Criterion) {
                 black_box(&rules),
                 &date,
                 black_box(&totals),
-                black_box(&changed),
+                black_box(Trigger::Changed(&changed)),
                 black_box(&records),
                 2,
                 now,
@@ -209,7 +225,14 @@ fn bench_rules(c: &mut Criterion) {
         })
     });
     group.bench_function("evaluate", |b| {
-        b.iter(|| evaluate(black_box(&rules), black_box(&totals), black_box(&changed)))
+        b.iter(|| {
+            evaluate(
+                black_box(&rules),
+                black_box(&totals),
+                black_box(&changed),
+                false,
+            )
+        })
     });
     group.finish();
 }

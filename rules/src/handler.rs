@@ -19,6 +19,7 @@ use tally_core::aggregate::SequenceNumber;
 use tally_core::key::Date;
 use tally_core::ports::{AlertStore, Notifier, ObjectWriter, TotalsStore};
 use tally_core::rules::RuleSet;
+use tally_core::rules::alert::Trigger;
 use tracing::error;
 
 use crate::changes;
@@ -117,7 +118,12 @@ where
         report.dates = dates.len() as u64;
         for (date, changes) in &dates {
             if let Err(e) = self
-                .process_date(rules, date, &changes.counters, &mut report)
+                .process_date(
+                    rules,
+                    date,
+                    Trigger::Changed(&changes.counters),
+                    &mut report,
+                )
                 .await
             {
                 error!(date = %date, error = %e, "date not evaluated; Lambda will redeliver its records");

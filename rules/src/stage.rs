@@ -59,7 +59,7 @@
 //! left from when they were recent is still delivered: a message decided is
 //! owed whatever the date's age.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -73,7 +73,7 @@ use tally_core::ports::{
     AlertStore, Notifier, ObjectWriter, PutOutcome, StoreError, TotalsStore, put_confirmed,
 };
 use tally_core::rules::RuleSet;
-use tally_core::rules::alert::{AlertRecord, decide};
+use tally_core::rules::alert::{AlertRecord, Trigger, decide};
 use tally_core::snapshot::{self, DayTotals};
 use tally_core::state::BUCKETS;
 use tracing::{error, info, warn};
@@ -114,6 +114,8 @@ impl StageConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RulesReport {
     pub records: u64,
+    /// Evaluations on the clock rather than on a batch.
+    pub ticks: u64,
     pub dates: u64,
     /// Alerts evaluated (one per rule, or per counter for a limit).
     pub alerts_checked: u64,
@@ -212,13 +214,19 @@ where
     }
 
     /// Writes one date's snapshot, delivers the messages its outboxes hold
-    /// and, when the date is within the alerting window, decides its alerts
-    /// for a batch whose changed counters are `changed`.
+    /// and, when the date is within the alerting window, decides its alerts:
+    /// those of the counters a batch changed, or on a tick every alert.
+    ///
+    /// A tick whose totals an evaluation already claimed (the day's mark is
+    /// at their generation) neither claims nor writes the snapshot again: a
+    /// tick costs the totals' read, the mark's, the alert records' and the
+    /// writes of what it decides. Totals no evaluation claimed (a batch lost
+    /// on its way) get their claim and snapshot from the tick.
     pub async fn process_date(
         &self,
         rules: &RuleSet,
         date: &Date,
-        changed: &BTreeSet<String>,
+        trigger: Trigger<'_>,
         report: &mut RulesReport,
     ) -> Result<(), StageError> {
         let started = Instant::now();
@@ -233,20 +241,33 @@ where
                     + (BUCKETS as usize).saturating_sub(partials.len()) as u64);
             let day = DayTotals::from_partials(date, &partials);
             let generation = day.generation;
-            report.write_units += MARK_UNITS;
-            if self.claim(date, generation, report).await? == PutOutcome::PreconditionFailed {
-                self.lost(date, &mut conflicts, report).await?;
-                continue 'totals;
-            }
+            let claimed = if trigger == Trigger::Tick {
+                report.read_units += MARK_UNITS;
+                let mark = self.alerts.mark(date).await?;
+                if mark > generation {
+                    self.lost(date, &mut conflicts, report).await?;
+                    continue 'totals;
+                }
+                mark == generation
+            } else {
+                false
+            };
+            if !claimed {
+                report.write_units += MARK_UNITS;
+                if self.claim(date, generation, report).await? == PutOutcome::PreconditionFailed {
+                    self.lost(date, &mut conflicts, report).await?;
+                    continue 'totals;
+                }
 
-            // The snapshot first: the downstream job must not wait on
-            // alerting (an SNS outage, a held outbox).
-            self.write_snapshot(&day, (self.clock)()).await?;
-            report.snapshots_written += 1;
-            report.read_units += MARK_UNITS;
-            if self.alerts.mark(date).await? != generation {
-                self.lost(date, &mut conflicts, report).await?;
-                continue 'totals;
+                // The snapshot first: the downstream job must not wait on
+                // alerting (an SNS outage, a held outbox).
+                self.write_snapshot(&day, (self.clock)()).await?;
+                report.snapshots_written += 1;
+                report.read_units += MARK_UNITS;
+                if self.alerts.mark(date).await? != generation {
+                    self.lost(date, &mut conflicts, report).await?;
+                    continue 'totals;
+                }
             }
             let alerting = self.alerting(date);
 
@@ -293,7 +314,7 @@ where
 
                 let now = (self.clock)();
                 let decisions =
-                    decide(rules, date, &day.totals, changed, &records, generation, now);
+                    decide(rules, date, &day.totals, trigger, &records, generation, now);
                 report.alerts_checked += decisions.checked as u64;
                 for rule_error in &decisions.errors {
                     report.rule_errors += 1;
@@ -329,6 +350,34 @@ where
                 return Ok(());
             }
         }
+    }
+
+    /// Evaluates every alerting date on the clock (see
+    /// [`Trigger::Tick`]): today and the days before it,
+    /// [`StageConfig::alert_days`] in all. Each date is tried whatever
+    /// happened to the others; the first failure is returned, and the next
+    /// tick tries again.
+    pub async fn tick(&self, rules: &RuleSet, report: &mut RulesReport) -> Result<(), StageError> {
+        report.ticks += 1;
+        let mut first_failure = None;
+        for date in self.alerting_dates() {
+            report.dates += 1;
+            if let Err(e) = self.process_date(rules, &date, Trigger::Tick, report).await {
+                error!(date = %date, error = %e, "date not evaluated on this tick; the next tick tries again");
+                report.failed += 1;
+                first_failure.get_or_insert(e);
+            }
+        }
+        first_failure.map_or(Ok(()), Err)
+    }
+
+    /// The dates alerts are decided for, newest first, by the stage's clock.
+    pub fn alerting_dates(&self) -> Vec<Date> {
+        let today = (self.clock)().date_naive();
+        (0..i64::from(self.config.alert_days))
+            .filter_map(|back| today.checked_sub_signed(chrono::Duration::days(back)))
+            .filter_map(|day| Date::parse(&day.format("%Y-%m-%d").to_string()).ok())
+            .collect()
     }
 
     /// A token naming one evaluation, written with every outbox lease it

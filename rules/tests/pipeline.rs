@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tally_core::key::Date;
 use tally_core::rules::RuleSet;
-use tally_core::rules::alert::{AlertState, Notification};
+use tally_core::rules::alert::{AlertState, Notification, Trigger};
 use tally_embedded::alerts_table::SqliteAlertStore;
 use tally_embedded::totals_tables::SqliteTotalsStore;
 use tally_rules::changes;
@@ -147,7 +147,12 @@ impl RulesWorld {
         let mut report = RulesReport::default();
         for (date, changes) in batch {
             stage
-                .process_date(&self.rules, date, &changes.counters, &mut report)
+                .process_date(
+                    &self.rules,
+                    date,
+                    Trigger::Changed(&changes.counters),
+                    &mut report,
+                )
                 .await
                 .map_err(|e| format!("{date}: {e}"))?;
         }
@@ -158,6 +163,16 @@ impl RulesWorld {
         self.evaluate_on(&self.stage, batch)
             .await
             .expect("the rules batch")
+    }
+
+    /// One tick of the stage's clock.
+    async fn tick(&self) -> RulesReport {
+        let mut report = RulesReport::default();
+        self.stage
+            .tick(&self.rules, &mut report)
+            .await
+            .expect("the tick");
+        report
     }
 
     async fn pump(&mut self) -> RulesReport {
@@ -292,19 +307,46 @@ async fn a_reminder_comes_after_the_repeat_interval_only() {
 }
 
 #[tokio::test]
-async fn for_fires_only_after_consecutive_evaluations() {
-    let mut world = RulesWorld::new(&format!("{LIMIT}    for: 2\n"));
+async fn for_fires_on_a_tick_once_the_condition_held_that_long_with_no_change() {
+    let mut world = RulesWorld::new(&format!("{LIMIT}    for: 10m\n"));
     world.upload("i-1", "COUNTER1 200000").await;
     let batch = world.aggregate().await;
     world.evaluate(&batch).await;
-    // A redelivered batch is the same evaluation, not a second one.
+    // A redelivered batch is the same evaluation: still pending.
     world.evaluate(&batch).await;
-    assert!(world.messages().is_empty(), "one evaluation is not enough");
-    world.upload("i-1", "COUNTER1 200001").await;
-    world.pump().await;
+    world.advance(Duration::from_secs(9 * 60));
+    world.tick().await;
+    assert!(world.messages().is_empty(), "pending for nine minutes");
+    world.advance(Duration::from_secs(60));
+    let report = world.tick().await;
     let messages = world.messages();
-    assert_eq!(messages.len(), 1);
+    assert_eq!(messages.len(), 1, "{report:?}");
     assert_eq!(messages[0].state, AlertState::Firing);
+    assert_eq!(
+        messages[0].since.to_rfc3339(),
+        "2015-11-16T08:00:00+00:00",
+        "firing since the condition began to hold"
+    );
+}
+
+#[tokio::test]
+async fn a_tick_decides_what_a_lost_batch_would_have_and_writes_its_snapshot() {
+    let mut world = RulesWorld::new(LIMIT);
+    world.upload("i-1", "COUNTER1 200000").await;
+    // Aggregated, but the batch never reaches the rules stage.
+    world.aggregate().await;
+    let report = world.tick().await;
+    assert_eq!(report.snapshots_written, 1, "{report:?}");
+    assert_eq!(
+        world.object(&format!("totals/{DATE}")).as_deref(),
+        Some("COUNTER1 200000\n")
+    );
+    assert_eq!(world.messages().len(), 1);
+    // The next tick finds the totals claimed: no snapshot, no message.
+    world.advance(Duration::from_secs(60));
+    let report = world.tick().await;
+    assert_eq!(report.snapshots_written, 0, "{report:?}");
+    assert!(world.messages().is_empty());
 }
 
 #[tokio::test]

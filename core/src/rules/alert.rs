@@ -62,8 +62,14 @@ pub fn alert_key(rule: &str, counter: Option<&str>) -> String {
     }
 }
 
-/// Evaluates the rules that a change of `changed` can affect.
-pub fn evaluate(rules: &RuleSet, totals: &dyn Totals, changed: &BTreeSet<String>) -> Vec<Check> {
+/// Evaluates the rules that a change of `changed` can affect, and every
+/// expression when `every_expression` (a tick).
+pub fn evaluate(
+    rules: &RuleSet,
+    totals: &dyn Totals,
+    changed: &BTreeSet<String>,
+    every_expression: bool,
+) -> Vec<Check> {
     let mut checks = Vec::new();
     for (index, rule) in rules.rules().iter().enumerate() {
         match &rule.condition {
@@ -93,7 +99,7 @@ pub fn evaluate(rules: &RuleSet, totals: &dyn Totals, changed: &BTreeSet<String>
                 }
             }
             Condition::Expr(expression) => {
-                if changed.iter().any(|c| expression.depends_on(c)) {
+                if every_expression || changed.iter().any(|c| expression.depends_on(c)) {
                     checks.push(Check {
                         rule: index,
                         counter: None,
@@ -160,6 +166,10 @@ pub struct Notification {
     /// A reminder that the alert is still firing (`repeat:`).
     #[serde(default)]
     pub reminder: bool,
+    /// Why a resolved alert resolved: back within limits, no longer
+    /// reported, no longer true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub severity: Severity,
     pub date: Date,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -194,11 +204,17 @@ pub struct AlertRecord {
     pub alert: String,
     #[serde(rename = "Phase")]
     pub phase: Phase,
-    /// Consecutive evaluations the condition held.
-    #[serde(rename = "Held")]
-    pub held: u32,
+    /// When the condition started holding (pending or firing).
     #[serde(rename = "Since", default, skip_serializing_if = "Option::is_none")]
     pub since: Option<DateTime<Utc>>,
+    /// While firing under `keep_firing_for:`, when the condition stopped
+    /// holding; cleared when it holds again.
+    #[serde(
+        rename = "ClearedSince",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cleared_since: Option<DateTime<Utc>>,
     #[serde(rename = "LastSent", default, skip_serializing_if = "Option::is_none")]
     pub last_sent: Option<DateTime<Utc>>,
     /// The totals' generation this record was last changed on.
@@ -276,14 +292,23 @@ pub const RECORD_DAYS: i64 = 35;
 /// What an evaluation does to an alert.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    /// Nothing to write: the evaluation changes nothing, or the record has
-    /// already seen this generation.
+    /// Nothing to write: the evaluation changes nothing, or the record was
+    /// already moved on newer totals.
     Unchanged,
     /// Write this record (its outbox holds the message to send, if any).
     Write(Box<AlertRecord>),
 }
 
-/// Moves an alert on by one evaluation.
+/// Moves an alert on by one evaluation at `now`.
+///
+/// Time, not the number of evaluations, decides: `for:` fires once the
+/// condition has held at every evaluation since `since` for that long,
+/// `keep_firing_for:` resolves once it has been false at every evaluation
+/// for that long, and `repeat:` reminds once that long has passed since the
+/// last message. So the same evaluation delivered twice (a redelivered
+/// batch, a tick on unchanged totals) decides the same, and only a tick
+/// later in time can move an alert that no change touches. A record moved
+/// on newer totals than these is left alone: this evaluation lost a race.
 pub fn step(
     rule: &Rule,
     date: &Date,
@@ -293,17 +318,23 @@ pub fn step(
     generation: u64,
     now: DateTime<Utc>,
 ) -> Step {
-    if record.is_some_and(|r| r.generation >= generation) {
+    if record.is_some_and(|r| r.generation > generation) {
         return Step::Unchanged;
     }
-    let key = alert_key(&rule.name, check.counter.as_deref());
+    let elapsed = |since: Option<DateTime<Utc>>, wanted: std::time::Duration| {
+        since.is_some_and(|since| {
+            now.signed_duration_since(since)
+                .to_std()
+                .is_ok_and(|d| d >= wanted)
+        })
+    };
     let previous = record.map(|r| r.phase);
     let mut next = record.cloned().unwrap_or_else(|| AlertRecord {
         date: date.clone(),
-        alert: key.clone(),
+        alert: alert_key(&rule.name, check.counter.as_deref()),
         phase: Phase::Resolved,
-        held: 0,
         since: None,
+        cleared_since: None,
         last_sent: None,
         generation: 0,
         transitions: 0,
@@ -313,53 +344,70 @@ pub fn step(
         claimed_by: None,
         expires: expiry(date),
     });
-    next.generation = generation;
-    next.version += 1;
     let mut send: Option<(AlertState, bool)> = None;
-    if finding.holds {
-        match previous {
-            Some(Phase::Firing) => {
-                let due = rule.repeat.is_some_and(|every| {
-                    next.last_sent.is_none_or(|last| {
-                        now.signed_duration_since(last)
-                            .to_std()
-                            .is_ok_and(|d| d >= every)
-                    })
-                });
-                if !due {
-                    return Step::Unchanged;
-                }
+    match (finding.holds, previous) {
+        (true, Some(Phase::Firing)) => {
+            let reminder_due = rule
+                .repeat
+                .is_some_and(|every| next.last_sent.is_none() || elapsed(next.last_sent, every));
+            if reminder_due {
                 send = Some((AlertState::Firing, true));
+            } else if next.cleared_since.is_none() {
+                return Step::Unchanged;
             }
-            Some(Phase::Pending) => next.held = next.held.saturating_add(1),
-            None | Some(Phase::Resolved) => {
-                next.held = 1;
-                next.since = Some(now);
-            }
+            next.cleared_since = None;
         }
-        if next.phase != Phase::Firing {
-            if next.held >= rule.for_evaluations {
+        (true, Some(Phase::Pending)) => {
+            if !elapsed(next.since, rule.for_) {
+                return Step::Unchanged;
+            }
+            next.phase = Phase::Firing;
+            send = Some((AlertState::Firing, false));
+        }
+        (true, None | Some(Phase::Resolved)) => {
+            next.since = Some(now);
+            next.cleared_since = None;
+            if rule.for_.is_zero() {
                 next.phase = Phase::Firing;
                 send = Some((AlertState::Firing, false));
             } else {
                 next.phase = Phase::Pending;
             }
         }
-    } else {
-        match previous {
-            Some(Phase::Firing) => send = Some((AlertState::Resolved, false)),
-            Some(Phase::Pending) => {}
-            None | Some(Phase::Resolved) => return Step::Unchanged,
+        (false, Some(Phase::Firing)) => {
+            if next.cleared_since.is_none() {
+                next.cleared_since = Some(now);
+            }
+            if !rule.keep_firing_for.is_zero() && !elapsed(next.cleared_since, rule.keep_firing_for)
+            {
+                // Stays firing; the first false evaluation is written so
+                // that the time is counted from it.
+                if record.is_some_and(|r| r.cleared_since.is_some()) {
+                    return Step::Unchanged;
+                }
+            } else {
+                next.phase = Phase::Resolved;
+                send = Some((AlertState::Resolved, false));
+            }
         }
-        next.phase = Phase::Resolved;
-        next.held = 0;
+        (false, Some(Phase::Pending)) => {
+            next.phase = Phase::Resolved;
+            next.since = None;
+        }
+        (false, None | Some(Phase::Resolved)) => return Step::Unchanged,
     }
+    next.generation = next.generation.max(generation);
+    next.version += 1;
     if let Some((state, reminder)) = send {
         next.transitions += 1;
         next.last_sent = Some(now);
         next.outbox = Some(notification(
             rule, date, check, finding, &next, state, reminder, now,
         ));
+        if state == AlertState::Resolved {
+            next.since = None;
+            next.cleared_since = None;
+        }
     }
     Step::Write(Box::new(next))
 }
@@ -403,12 +451,29 @@ fn notification(
     if let Some(counter) = &check.counter {
         labels.insert("counter".to_owned(), counter.clone());
     }
+    let reason = (state == AlertState::Resolved).then(|| {
+        let mut reason = match (&rule.condition, finding.value) {
+            (Condition::Limit { .. }, Some(_)) => "back within limits".to_owned(),
+            (Condition::Limit { .. }, None) => {
+                "no longer reported: the counter has no contributor today".to_owned()
+            }
+            (Condition::Expr(_), _) => "the expression is no longer true".to_owned(),
+        };
+        if !rule.keep_firing_for.is_zero() {
+            reason.push_str(&format!(
+                ", and stayed so for {}",
+                super::duration::display(rule.keep_firing_for)
+            ));
+        }
+        reason
+    });
     let mut note = Notification {
         alert: format!("{date}/{}", record.alert),
         transition: record.transitions,
         rule: rule.name.clone(),
         state,
         reminder,
+        reason,
         severity: rule.severity,
         date: date.clone(),
         counter: check.counter.clone(),
@@ -462,6 +527,10 @@ impl Notification {
                 (Some(v), Some(min), _) if v < i128::from(min) => {
                     (format!("below the minimum {min}"), min.to_string())
                 }
+                (None, min, max) => (
+                    "no longer reported".to_owned(),
+                    max.or(min).map_or_else(String::new, |l| l.to_string()),
+                ),
                 (_, min, max) => (
                     "back within limits".to_owned(),
                     max.or(min).map_or_else(String::new, |l| l.to_string()),
@@ -549,6 +618,9 @@ impl Notification {
                 line("", &format!("{name} = {value}"));
             }
         }
+        if let Some(reason) = &self.reason {
+            line("reason", reason);
+        }
         line("since", &self.since.to_rfc3339());
         for (key, value) in &self.labels {
             line(&format!("{key}:"), value);
@@ -612,21 +684,50 @@ pub struct Decisions {
     pub checked: usize,
 }
 
-/// Evaluates the rules a change of `changed` affects on one day's totals
-/// and moves each alert on; `records` are the day's alert records by key.
-/// The rules stage and ops' rule tests both decide through this.
+/// Why a date is evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger<'a> {
+    /// A batch changed these counters' totals: only the alerts they can
+    /// move are decided.
+    Changed(&'a BTreeSet<String>),
+    /// The clock: every alert is decided, whatever changed, so that `for:`,
+    /// `keep_firing_for:` and `repeat:` move on totals that stand still,
+    /// and an evaluation lost anywhere is redone.
+    Tick,
+}
+
+/// Evaluates the rules that `trigger` concerns on one day's totals and
+/// moves each alert on; `records` are the day's alert records by key. The
+/// rules stage and ops' rule tests both decide through this.
 #[allow(clippy::too_many_arguments)]
 pub fn decide(
     rules: &RuleSet,
     date: &Date,
     totals: &dyn Totals,
-    changed: &BTreeSet<String>,
+    trigger: Trigger<'_>,
     records: &BTreeMap<String, AlertRecord>,
     generation: u64,
     now: DateTime<Utc>,
 ) -> Decisions {
     let mut decisions = Decisions::default();
-    for check in evaluate(rules, totals, changed) {
+    let ticked: BTreeSet<String>;
+    let (changed, every_expression) = match trigger {
+        Trigger::Changed(changed) => (changed, false),
+        Trigger::Tick => {
+            // Every counter with a total, and every counter an alert
+            // record names: one that lost its total still resolves.
+            ticked =
+                totals
+                    .iter()
+                    .map(|(name, _)| name.to_owned())
+                    .chain(records.keys().filter_map(|key| {
+                        key.split_once('#').map(|(_, counter)| counter.to_owned())
+                    }))
+                    .collect();
+            (&ticked, true)
+        }
+    };
+    for check in evaluate(rules, totals, changed, every_expression) {
         decisions.checked += 1;
         let rule = &rules.rules()[check.rule];
         match &check.result {
@@ -664,15 +765,34 @@ mod tests {
         DateTime::from_timestamp(1_447_632_000 + minute * 60, 0).unwrap()
     }
 
+    /// A day's totals as a test writes them.
+    type Pairs<'a> = &'a [(&'a str, i128)];
+
     /// Runs evaluations in order, keeping records as a store would, and
     /// returns the messages each one sends.
     fn run(rules: &RuleSet, steps: &[(i64, &[(&str, i128)])]) -> Vec<Vec<Notification>> {
+        let steps: Vec<(i64, Option<Pairs>)> = steps
+            .iter()
+            .map(|(minute, pairs)| (*minute, Some(*pairs)))
+            .collect();
+        run_ticking(rules, &steps)
+    }
+
+    /// The same, where `None` is a tick: the clock moved, the totals did not.
+    fn run_ticking(
+        rules: &RuleSet,
+        steps: &[(i64, Option<Pairs>)],
+    ) -> Vec<Vec<Notification>> {
         let date = Date::parse("2015-11-16").unwrap();
         let mut replay = crate::rules::unit::Replay::default();
         steps
             .iter()
-            .map(|(minute, pairs)| replay.evaluate(rules, &date, day(pairs), at(*minute)).0)
+            .map(|(minute, pairs)| replay.evaluate(rules, &date, pairs.map(day), at(*minute)).0)
             .collect()
+    }
+
+    fn counts(sent: &[Vec<Notification>]) -> Vec<usize> {
+        sent.iter().map(Vec::len).collect()
     }
 
     const LIMIT: &str = "rules:\n  - name: counter1-max\n    counter: COUNTER1\n    max: 150000\n    severity: critical\n";
@@ -712,16 +832,44 @@ mod tests {
         let date = Date::parse("2015-11-16").unwrap();
         let totals = day(&[("COUNTER1", 200_000)]);
         let changed = BTreeSet::from(["COUNTER1".to_owned()]);
-        let first = decide(&rules, &date, &totals, &changed, &BTreeMap::new(), 4, at(0));
+        let changed = Trigger::Changed(&changed);
+        let first = decide(&rules, &date, &totals, changed, &BTreeMap::new(), 4, at(0));
         let record = first.writes[0].clone();
         let records = BTreeMap::from([(record.alert.clone(), record)]);
-        let again = decide(&rules, &date, &totals, &changed, &records, 4, at(1));
+        let again = decide(&rules, &date, &totals, changed, &records, 4, at(1));
         assert!(again.writes.is_empty());
+        // An evaluation of older totals, late, decides nothing either,
+        // even where its totals say the alert is over.
+        let older = day(&[("COUNTER1", 5)]);
+        let late = decide(&rules, &date, &older, changed, &records, 3, at(2));
+        assert!(late.writes.is_empty());
     }
 
     #[test]
-    fn for_waits_for_consecutive_evaluations_and_a_break_starts_again() {
-        let rules = rules("rules:\n  - name: hot\n    match: 'cpu.*'\n    max: 10\n    for: 3\n");
+    fn for_fires_once_the_condition_held_that_long_even_with_no_change() {
+        let rules = rules(&format!("{LIMIT}    for: 10m\n"));
+        let high: &[(&str, i128)] = &[("COUNTER1", 200_000)];
+        let sent = run_ticking(
+            &rules,
+            &[
+                (0, Some(high)),
+                (5, None),
+                (9, None),
+                (10, None),
+                (11, None),
+            ],
+        );
+        assert_eq!(counts(&sent), [0, 0, 0, 1, 0]);
+        assert_eq!(
+            sent[3][0].since,
+            at(0),
+            "firing since the condition began to hold"
+        );
+    }
+
+    #[test]
+    fn for_starts_again_after_an_evaluation_where_the_condition_failed() {
+        let rules = rules("rules:\n  - name: hot\n    match: 'cpu.*'\n    max: 10\n    for: 3m\n");
         let sent = run(
             &rules,
             &[
@@ -729,15 +877,90 @@ mod tests {
                 (1, &[("cpu.a", 12)]),
                 (2, &[("cpu.a", 5)]),
                 (3, &[("cpu.a", 13)]),
-                (4, &[("cpu.a", 14)]),
-                (5, &[("cpu.a", 15)]),
+                (5, &[("cpu.a", 14)]),
+                (6, &[("cpu.a", 15)]),
             ],
         );
-        let counts: Vec<usize> = sent.iter().map(Vec::len).collect();
-        assert_eq!(counts, [0, 0, 0, 0, 0, 1]);
+        assert_eq!(counts(&sent), [0, 0, 0, 0, 0, 1]);
         assert_eq!(sent[5][0].labels["counter"], "cpu.a");
-        // Pending since the evaluation that started the run of three.
         assert_eq!(sent[5][0].since, at(3));
+    }
+
+    #[test]
+    fn keep_firing_for_resolves_only_after_the_condition_stayed_false_that_long() {
+        let rules = rules(&format!("{LIMIT}    keep_firing_for: 10m\n"));
+        let high: &[(&str, i128)] = &[("COUNTER1", 200_000)];
+        let low: &[(&str, i128)] = &[("COUNTER1", 100)];
+        let sent = run_ticking(
+            &rules,
+            &[
+                (0, Some(high)),
+                (1, Some(low)),
+                (6, Some(high)),
+                (7, Some(low)),
+                (16, None),
+                (17, None),
+                (18, None),
+            ],
+        );
+        // Back above at minute 6: the ten minutes count from minute 7.
+        assert_eq!(counts(&sent), [1, 0, 0, 0, 0, 1, 0]);
+        let resolved = &sent[5][0];
+        assert_eq!(resolved.state, AlertState::Resolved);
+        assert_eq!(
+            resolved.reason.as_deref(),
+            Some("back within limits, and stayed so for 10m")
+        );
+        assert!(resolved.text().contains("reason      back within limits"));
+    }
+
+    #[test]
+    fn reminders_come_on_ticks_while_the_total_stands_still() {
+        let rules = rules(&format!("{LIMIT}    repeat: 30m\n"));
+        let high: &[(&str, i128)] = &[("COUNTER1", 200_000)];
+        let sent = run_ticking(
+            &rules,
+            &[
+                (0, Some(high)),
+                (29, None),
+                (30, None),
+                (45, None),
+                (60, None),
+            ],
+        );
+        assert_eq!(counts(&sent), [1, 0, 1, 0, 1]);
+        assert!(sent[2][0].reminder && sent[4][0].reminder);
+    }
+
+    #[test]
+    fn a_tick_resolves_an_alert_whose_counter_lost_its_total() {
+        let rules = rules("rules:\n  - name: errors-high\n    match: 'errors.*'\n    max: 10\n");
+        let date = Date::parse("2015-11-16").unwrap();
+        let changed = BTreeSet::from(["errors.db".to_owned()]);
+        let fired = decide(
+            &rules,
+            &date,
+            &day(&[("errors.db", 11)]),
+            Trigger::Changed(&changed),
+            &BTreeMap::new(),
+            1,
+            at(0),
+        );
+        let record = fired.writes[0].clone();
+        let records = BTreeMap::from([(record.alert.clone(), record)]);
+        // The batch that removed the total was lost; the tick finds the
+        // record and the missing total.
+        let ticked = decide(&rules, &date, &day(&[]), Trigger::Tick, &records, 2, at(1));
+        let resolved = ticked.writes[0].outbox.as_ref().unwrap();
+        assert_eq!(resolved.state, AlertState::Resolved);
+        assert_eq!(
+            resolved.reason.as_deref(),
+            Some("no longer reported: the counter has no contributor today")
+        );
+        assert_eq!(
+            resolved.summary,
+            "errors.db is absent on 2015-11-16: no longer reported"
+        );
     }
 
     #[test]
@@ -773,7 +996,15 @@ mod tests {
         let date = Date::parse("2015-11-16").unwrap();
         let totals = day(&[("COUNTER1", 200_000), ("bids", 4), ("won", 0)]);
         let changed = totals.keys().cloned().collect();
-        let decisions = decide(&rules, &date, &totals, &changed, &BTreeMap::new(), 1, at(0));
+        let decisions = decide(
+            &rules,
+            &date,
+            &totals,
+            Trigger::Changed(&changed),
+            &BTreeMap::new(),
+            1,
+            at(0),
+        );
         assert_eq!(decisions.errors.len(), 1);
         assert_eq!(decisions.errors[0].rule, "ratio");
         assert!(decisions.errors[0].to_string().contains("division"));
@@ -786,9 +1017,21 @@ mod tests {
             "{LIMIT}  - name: errors\n    expr: 'sum(\"err.*\") > 3'\n"
         ));
         let totals = day(&[("COUNTER1", 5), ("err.a", 9)]);
-        let checks = evaluate(&rules, &totals, &BTreeSet::from(["other".to_owned()]));
+        let checks = evaluate(
+            &rules,
+            &totals,
+            &BTreeSet::from(["other".to_owned()]),
+            false,
+        );
         assert!(checks.is_empty());
-        let checks = evaluate(&rules, &totals, &BTreeSet::from(["err.b".to_owned()]));
+        let checks = evaluate(&rules, &totals, &BTreeSet::from(["other".to_owned()]), true);
+        assert_eq!(checks.len(), 1, "a tick evaluates every expression");
+        let checks = evaluate(
+            &rules,
+            &totals,
+            &BTreeSet::from(["err.b".to_owned()]),
+            false,
+        );
         assert_eq!(checks.len(), 1);
         assert!(checks[0].result.as_ref().unwrap().holds);
     }
@@ -817,9 +1060,17 @@ mod tests {
         let date = Date::parse("2015-11-16").unwrap();
         let totals = day(&[("COUNTER1", i128::from(i64::MAX) * 3)]);
         let changed = BTreeSet::from(["COUNTER1".to_owned()]);
-        let record = decide(&rules, &date, &totals, &changed, &BTreeMap::new(), 1, at(0))
-            .writes
-            .remove(0);
+        let record = decide(
+            &rules,
+            &date,
+            &totals,
+            Trigger::Changed(&changed),
+            &BTreeMap::new(),
+            1,
+            at(0),
+        )
+        .writes
+        .remove(0);
         let item: serde_dynamo::Item = serde_dynamo::to_item(&record).unwrap();
         let back: AlertRecord = serde_dynamo::from_item(item).unwrap();
         assert_eq!(back, record);

@@ -14,6 +14,7 @@ use std::time::Duration;
 use globset::{Glob, GlobMatcher};
 use marked_yaml::{LoaderOptions, Marker, Node, Span};
 
+use super::duration;
 use super::expr::Expression;
 use super::spec::{RULE_KEYS, RuleSpec, Severity};
 use super::template::Template;
@@ -120,8 +121,14 @@ pub struct Rule {
     pub summary: Template,
     pub summary_source: String,
     pub runbook: Option<String>,
-    /// Consecutive evaluations the condition must hold before firing.
-    pub for_evaluations: u32,
+    /// How long the condition must hold, at every evaluation, before the
+    /// alert fires; zero fires at once.
+    pub for_: Duration,
+    /// How long a firing alert stays firing after the condition stops
+    /// holding; zero resolves at once.
+    pub keep_firing_for: Duration,
+    /// While firing, a reminder once this long has passed since the last
+    /// message.
     pub repeat: Option<Duration>,
     pub location: Location,
 }
@@ -570,31 +577,29 @@ impl FileLoader<'_> {
                 fail("labels", format!("label {key:?} is set by tally itself"));
             }
         }
-        let for_evaluations = spec.for_.unwrap_or(1);
-        if !(1..=1000).contains(&for_evaluations) {
-            fail(
-                "for",
-                format!("for: {for_evaluations} is not between 1 and 1000 evaluations"),
-            );
-        }
-        let repeat = match spec.repeat.as_deref().map(humantime::parse_duration) {
-            None => None,
-            Some(Ok(duration)) if duration >= Duration::from_secs(60) => Some(duration),
-            Some(Ok(_)) => {
-                fail(
-                    "repeat",
-                    "repeat: the interval must be at least 1m".to_owned(),
-                );
-                None
-            }
-            Some(Err(e)) => {
-                fail(
-                    "repeat",
-                    format!("repeat: {e}; write it like 30m, 4h or 1d"),
-                );
-                None
+        let mut duration_of = |key: &str, text: Option<&str>| -> Option<Duration> {
+            let text = text?;
+            match duration::parse(text) {
+                Ok(duration) => Some(duration),
+                Err(_) if key == "for" && text.trim().parse::<u64>().is_ok() => {
+                    let count = text.trim().parse::<u64>().unwrap_or(1).max(1);
+                    fail(
+                        key,
+                        format!(
+                            "for: {count} counts evaluations, but `for:` is a time (rules are evaluated on a clock as well as on changes); write how long the condition must hold, like `for: {count}m`"
+                        ),
+                    );
+                    None
+                }
+                Err(e) => {
+                    fail(key, format!("{key}: {e}"));
+                    None
+                }
             }
         };
+        let for_ = duration_of("for", spec.for_.as_deref());
+        let keep_firing_for = duration_of("keep_firing_for", spec.keep_firing_for.as_deref());
+        let repeat = duration_of("repeat", spec.repeat.as_deref());
         let fields = summary_fields(spec.expr.is_some(), &labels, spec.min, spec.max);
         let summary_source = spec.summary.clone().unwrap_or_else(|| {
             if spec.expr.is_some() {
@@ -623,7 +628,8 @@ impl FileLoader<'_> {
             summary: summary?,
             summary_source,
             runbook: spec.runbook,
-            for_evaluations,
+            for_: for_.unwrap_or_default(),
+            keep_firing_for: keep_firing_for.unwrap_or_default(),
             repeat,
             location: self.at_node(rule_node),
         })
@@ -818,7 +824,8 @@ rules:
     match: "errors.*"
     min: 0
     max: 10
-    for: 3
+    for: 3m
+    keep_firing_for: 10m
   - name: win-rate
     expr: 'ratio(counter("bids-won"), bids) < 0.1'
 "#;
@@ -829,6 +836,8 @@ rules:
         assert_eq!(first.repeat, Some(Duration::from_secs(4 * 3600)));
         assert_eq!(first.location.to_string(), "ops/limits.yaml:3:5");
         assert!(rules.rules()[1].depends_on("errors.db"));
+        assert_eq!(rules.rules()[1].for_, Duration::from_secs(180));
+        assert_eq!(rules.rules()[1].keep_firing_for, Duration::from_secs(600));
         assert!(rules.rules()[2].depends_on("bids-won"));
         assert_eq!(rules.rules()[2].severity, Severity::Warning);
     }
@@ -933,16 +942,22 @@ rules:
             "severity",
         );
         one(
-            "rules:\n  - name: a\n    counter: X\n    max: 1\n    for: 0\n",
+            "rules:\n  - name: a\n    counter: X\n    max: 1\n    for: 2\n",
             5,
             10,
-            "not between 1 and 1000",
+            "for: 2 counts evaluations, but `for:` is a time (rules are evaluated on a clock as well as on changes); write how long the condition must hold, like `for: 2m`",
+        );
+        one(
+            "rules:\n  - name: a\n    counter: X\n    max: 1\n    keep_firing_for: 1.5h\n",
+            5,
+            22,
+            "keep_firing_for: \"1.5h\" is not a duration",
         );
         one(
             "rules:\n  - name: a\n    counter: X\n    max: 1\n    repeat: often\n",
             5,
             13,
-            "write it like 30m",
+            "like 30s, 10m, 4h or 1h30m",
         );
         one(
             "rules:\n  - name: a\n    counter: X\n    max: 1\n    labels: {team-x: y}\n",

@@ -6,12 +6,14 @@
 //!   file, line and column;
 //! - [`expr`]: evalexpr expressions over a day's totals;
 //! - [`template`]: `{{field}}` summaries;
+//! - [`duration`]: `10m`, `4h`, `1h30m` as ops write them;
 //! - [`alert`]: which alerts a change affects, their state machine, and the
 //!   message on-call gets;
 //! - [`unit`]: `rules-config/tests/*.yaml`, "given these totals, expect these
 //!   alerts", in the spirit of `promtool test rules`.
 
 pub mod alert;
+pub mod duration;
 pub mod expr;
 pub mod load;
 pub mod spec;

@@ -58,13 +58,20 @@ pub struct RuleSpec {
     pub summary: Option<String>,
     /// A link to the runbook, sent with the alert.
     pub runbook: Option<String>,
-    /// Fire only after the condition held on this many consecutive
-    /// evaluations (an evaluation is a change of the rule's totals).
+    /// Fire only after the condition held at every evaluation for this long
+    /// (`10m`; units s, m, h, d). Until then the alert is pending: visible
+    /// to `tally rules eval` and in the logs, not sent.
     #[serde(rename = "for")]
-    #[schemars(range(min = 1, max = 1000))]
-    pub for_: Option<u32>,
-    /// While firing, send a reminder when this long has passed since the
-    /// last message and the rule is evaluated again (`30m`, `4h`, `1d`).
+    #[schemars(regex(pattern = r"^([0-9]+[smhd])+$"))]
+    pub for_: Option<String>,
+    /// Once firing, stay firing this long after the condition stops
+    /// holding, and resolve only if it stayed false (`10m`).
+    #[schemars(regex(pattern = r"^([0-9]+[smhd])+$"))]
+    pub keep_firing_for: Option<String>,
+    /// While firing, send a reminder at the first evaluation (a tick, at
+    /// the latest) once this long has passed since the last message
+    /// (`30m`, `4h`, `1d`).
+    #[schemars(regex(pattern = r"^([0-9]+[smhd])+$"))]
     pub repeat: Option<String>,
 }
 
@@ -109,6 +116,7 @@ pub const RULE_KEYS: &[&str] = &[
     "summary",
     "runbook",
     "for",
+    "keep_firing_for",
     "repeat",
 ];
 

@@ -6,8 +6,10 @@
 //! list means silent. Evaluations go through the same decision code as the
 //! rules stage, with a record store in memory: each is a new generation,
 //! and the counters whose totals differ from the previous evaluation's are
-//! the changed ones. `after:` moves the clock (default one minute), for
-//! `repeat:`.
+//! the changed ones. An evaluation without `totals:` is a *tick*: the
+//! clock moves and nothing changed, and every rule is decided again, as the
+//! rules stage does on its schedule. `after:` moves the clock (default one
+//! minute), for `for:`, `keep_firing_for:` and `repeat:`.
 //!
 //! ```yaml
 //! tests:
@@ -29,7 +31,7 @@ use marked_yaml::{LoaderOptions, Node};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::alert::{AlertRecord, AlertState, Notification, RuleError, decide};
+use super::alert::{AlertRecord, AlertState, Notification, RuleError, Trigger, decide};
 use super::load::{Location, RuleSet};
 use super::spec::Severity;
 use crate::key::Date;
@@ -57,11 +59,11 @@ pub struct TestSpec {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluationSpec {
-    /// Time since the previous evaluation (`30m`, `2h`); default 1m.
+    /// Time since the previous evaluation (`30s`, `30m`, `2h`); default 1m.
     pub after: Option<String>,
-    /// Every total of the day at this evaluation.
-    #[serde(default)]
-    pub totals: BTreeMap<String, i64>,
+    /// Every total of the day at this evaluation. Left out, the evaluation
+    /// is a tick: the totals stand still and every rule is decided again.
+    pub totals: Option<BTreeMap<String, i64>>,
     /// The messages sent, in any order; `[]` means none.
     pub alerts: Vec<ExpectedAlert>,
     /// Rules expected to fail to evaluate (division by zero, a missing counter).
@@ -241,7 +243,7 @@ fn run_test(
     let mut now: DateTime<Utc> = DateTime::from_timestamp(1_447_632_000, 0).unwrap_or_default();
     let mut replay = Replay::default();
     for (index, evaluation) in test.evaluations.iter().enumerate() {
-        let step = match evaluation.after.as_deref().map(humantime::parse_duration) {
+        let step = match evaluation.after.as_deref().map(super::duration::parse) {
             None => std::time::Duration::from_secs(60),
             Some(Ok(duration)) => duration,
             Some(Err(e)) => {
@@ -250,11 +252,12 @@ fn run_test(
             }
         };
         now += chrono::Duration::from_std(step).unwrap_or_default();
-        let totals: BTreeMap<String, i128> = evaluation
-            .totals
-            .iter()
-            .map(|(name, value)| (name.clone(), i128::from(*value)))
-            .collect();
+        let totals: Option<BTreeMap<String, i128>> = evaluation.totals.as_ref().map(|totals| {
+            totals
+                .iter()
+                .map(|(name, value)| (name.clone(), i128::from(*value)))
+                .collect()
+        });
         let (sent, errors) = replay.evaluate(rules, &date, totals, now);
         let here = location_of(index);
         let mut unmatched: Vec<&Notification> = sent.iter().collect();
@@ -319,15 +322,18 @@ pub struct Replay {
 }
 
 impl Replay {
-    /// Evaluates the day's `totals`; returns the messages sent and the
-    /// rules that failed.
+    /// Evaluates the day's `totals`, or ticks when there are none (the
+    /// totals stand still); returns the messages sent and the rules that
+    /// failed.
     pub fn evaluate(
         &mut self,
         rules: &RuleSet,
         date: &Date,
-        totals: BTreeMap<String, i128>,
+        totals: Option<BTreeMap<String, i128>>,
         now: DateTime<Utc>,
     ) -> (Vec<Notification>, Vec<RuleError>) {
+        let ticked = totals.is_none();
+        let totals = totals.unwrap_or_else(|| self.previous.clone());
         let changed: BTreeSet<String> = self
             .previous
             .keys()
@@ -335,12 +341,19 @@ impl Replay {
             .filter(|name| self.previous.get(*name) != totals.get(*name))
             .cloned()
             .collect();
-        self.generation += 1;
+        if !ticked {
+            self.generation += 1;
+        }
+        let trigger = if ticked {
+            Trigger::Tick
+        } else {
+            Trigger::Changed(&changed)
+        };
         let decisions = decide(
             rules,
             date,
             &totals,
-            &changed,
+            trigger,
             &self.records,
             self.generation,
             now,

@@ -13,7 +13,7 @@ use tally_aws::alerts_table::{DynamoAlertStore, create_alerts_table};
 use tally_core::key::Date;
 use tally_core::ports::{AlertStore, PutOutcome};
 use tally_core::rules::RuleSet;
-use tally_core::rules::alert::{AlertRecord, decide};
+use tally_core::rules::alert::{AlertRecord, Trigger, decide};
 use tally_embedded::database::Database;
 use tally_tests::{sdk_config, unique};
 
@@ -55,7 +55,7 @@ fn decide_one(
         &rules,
         &date(day),
         &totals,
-        &changed,
+        Trigger::Changed(&changed),
         &records,
         generation,
         at(generation as i64),

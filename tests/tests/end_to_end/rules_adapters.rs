@@ -18,7 +18,7 @@ use tally_aws::topic::SnsNotifier;
 use tally_core::key::Date;
 use tally_core::ports::{AlertStore, Notifier, ObjectWriter, PutOutcome, normalize_etag};
 use tally_core::rules::RuleSet;
-use tally_core::rules::alert::{AlertRecord, Notification, decide};
+use tally_core::rules::alert::{AlertRecord, Notification, Trigger, decide};
 use tally_tests::{alert_queue, receive_all, sdk_config, unique};
 
 const DATE: &str = "2015-11-16";
@@ -66,7 +66,7 @@ fn decide_on(
         &rules(),
         &date(day),
         &totals,
-        &changed,
+        Trigger::Changed(&changed),
         &records,
         generation,
         at(generation as i64),
