@@ -278,6 +278,16 @@ impl LocalPipeline {
         Ok(())
     }
 
+    /// One tick of the rules stage's clock: every alerting date decided
+    /// again on its standing totals (see [`RulesStage::tick`]). A failed
+    /// date is logged by the stage and tried again at the next tick.
+    pub async fn tick(&self) -> RulesReport {
+        let mut report = RulesReport::default();
+        // The stage logs each failed date itself, and the next tick retries.
+        let _ = self.stage.tick(&self.rules, &mut report).await;
+        report
+    }
+
     /// The aggregate stage over the state's change log.
     async fn aggregate(&self, report: &mut CycleReport) -> Result<()> {
         const POSITION: &str = AGGREGATE_POSITION;

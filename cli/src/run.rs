@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use tally_core::rules::RuleSet;
 use tally_embedded::notifier::JsonLinesNotifier;
+use tally_rules::stage::RulesReport;
 
 use crate::error_line::error_line;
 use crate::local_pipeline::{CycleReport, LocalPipeline, LocalPipelineConfig};
@@ -48,9 +49,18 @@ pub struct RunArgs {
     /// dates get their snapshot only. Raise it to alert on an old folder.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     alert_days: u32,
+    /// How often the rules are decided again on the clock, whatever
+    /// changed (`for:`, `keep_firing_for:`, `repeat:`, stale instances):
+    /// `1s`, `30s`, `1m`, `5m`.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_tick)]
+    tick: Duration,
     /// How often the directory is looked at, in milliseconds.
     #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     interval_ms: u64,
+}
+
+fn parse_tick(text: &str) -> Result<Duration, String> {
+    tally_core::rules::duration::parse(text)
 }
 
 /// Loads rules from a folder, or the built-in ones.
@@ -125,15 +135,28 @@ pub async fn run(args: RunArgs) -> Result<()> {
         args.snapshot_prefix.trim_end_matches('/'),
     );
     if args.once {
+        // One tick, so what the clock decides (a `for:` run out while the
+        // process was stopped, a reminder due) is decided too.
+        describe_tick(&pipeline.tick().await);
         return Ok(());
     }
 
-    eprintln!("tally: watching for changes; Ctrl-C to stop");
+    eprintln!(
+        "tally: watching for changes, rules decided again every {}; Ctrl-C to stop",
+        tally_core::rules::duration::display(args.tick)
+    );
     let mut stop = pin!(tokio::signal::ctrl_c());
     let interval = Duration::from_millis(args.interval_ms);
+    let mut ticks = tokio::time::interval(args.tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            biased;
             _ = &mut stop => break,
+            _ = ticks.tick() => {
+                describe_tick(&pipeline.tick().await);
+                continue;
+            }
             () = tokio::time::sleep(interval) => {}
         }
         // A cycle runs to its end: stopping only between cycles means a
@@ -150,6 +173,19 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     eprintln!("tally: stopped; everything seen so far is processed");
     Ok(())
+}
+
+/// A line for a tick only when it sent something or failed: ticks come
+/// every minute and mostly decide nothing new.
+fn describe_tick(report: &RulesReport) {
+    if report.messages_sent + report.outboxes_recovered + report.failed == 0 {
+        return;
+    }
+    eprintln!(
+        "tally: tick: {} alert(s) sent, {} date(s) not evaluated (tried again at the next tick)",
+        report.messages_sent + report.outboxes_recovered,
+        report.failed
+    );
 }
 
 /// One line per cycle that did something, plus each rejected upload.

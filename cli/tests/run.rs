@@ -281,3 +281,55 @@ fn ten_rounds_of_the_same_fleet_leave_the_database_no_larger_than_two() {
         "the database grew from {after_two} bytes after two rounds to {after_ten} after ten: {sizes:?}"
     );
 }
+
+#[test]
+fn tally_run_decides_again_on_its_tick_while_nothing_changes() {
+    let bucket = Bucket::new();
+    let rules = bucket.root.parent().unwrap().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("clock.yaml"),
+        "rules:\n  - name: steady-high\n    counter: COUNTER1\n    max: 10\n    repeat: 2s\n",
+    )
+    .unwrap();
+    bucket.upload("i-1", "COUNTER1 100\n");
+    let mut child = bucket
+        .command()
+        .arg("--rules")
+        .arg(&rules)
+        .args(["--tick", "1s", "--interval-ms", "50"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The total never changes after the first upload: only the clock can
+    // send the reminders.
+    eventually("two reminders", || {
+        bucket
+            .alerts()
+            .iter()
+            .filter(|alert| alert["reminder"] == true)
+            .count()
+            >= 2
+    });
+    interrupt(&mut child);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("rules decided again every 1s"), "{stderr}");
+    let alerts = bucket.alerts();
+    assert_eq!(alerts[0]["state"], "firing");
+    assert_eq!(alerts[0]["reminder"], false);
+    assert!(
+        alerts.iter().all(|alert| alert["state"] == "firing"),
+        "{alerts:#?}"
+    );
+    // Reminders two seconds apart at least, never one per tick.
+    let sent: Vec<chrono::DateTime<chrono::Utc>> = alerts
+        .iter()
+        .map(|alert| alert["sent_at"].as_str().unwrap().parse().unwrap())
+        .collect();
+    for pair in sent.windows(2) {
+        assert!(pair[1] - pair[0] >= chrono::Duration::seconds(2), "{sent:?}");
+    }
+}

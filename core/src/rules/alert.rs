@@ -779,10 +779,7 @@ mod tests {
     }
 
     /// The same, where `None` is a tick: the clock moved, the totals did not.
-    fn run_ticking(
-        rules: &RuleSet,
-        steps: &[(i64, Option<Pairs>)],
-    ) -> Vec<Vec<Notification>> {
+    fn run_ticking(rules: &RuleSet, steps: &[(i64, Option<Pairs>)]) -> Vec<Vec<Notification>> {
         let date = Date::parse("2015-11-16").unwrap();
         let mut replay = crate::rules::unit::Replay::default();
         steps
