@@ -229,9 +229,15 @@ fn expected_partial(
 /// `None` when nothing differs.
 fn repair_of(stored: Option<&PartialItem>, want: &PartialItem) -> Option<(PartialItem, u64)> {
     let (read_version, applied_through) = match stored {
-        Some(p) if p.sums == want.sums && p.contributors == want.contributors => return None,
+        Some(p)
+            if p.sums == want.sums
+                && p.contributors == want.contributors
+                && p.instances == want.instances =>
+        {
+            return None;
+        }
         Some(p) => (p.version, p.applied_through.clone()),
-        None if want.sums.is_empty() => return None,
+        None if want.sums.is_empty() && want.instances == 0 => return None,
         None => (0, SequenceNumber::zero()),
     };
     let repaired = PartialItem {

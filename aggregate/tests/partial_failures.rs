@@ -32,6 +32,8 @@ fn change(
         date: Date::parse(DATE).unwrap(),
         bucket: bucket_of(instance),
         instance: instance.to_owned(),
+        was_live: !old.is_empty(),
+        is_live: !new.is_empty(),
         old,
         new,
     }

@@ -330,6 +330,9 @@ fn tally_run_decides_again_on_its_tick_while_nothing_changes() {
         .map(|alert| alert["sent_at"].as_str().unwrap().parse().unwrap())
         .collect();
     for pair in sent.windows(2) {
-        assert!(pair[1] - pair[0] >= chrono::Duration::seconds(2), "{sent:?}");
+        assert!(
+            pair[1] - pair[0] >= chrono::Duration::seconds(2),
+            "{sent:?}"
+        );
     }
 }

@@ -224,6 +224,10 @@ pub struct StateChange {
     /// What the instance contributed before and after (empty when it did not).
     pub old: BTreeMap<String, i64>,
     pub new: BTreeMap<String, i64>,
+    /// Whether the instance had a live body before and after (an empty
+    /// body is live and contributes nothing; a tombstone is not live).
+    pub was_live: bool,
+    pub is_live: bool,
 }
 
 impl StateChange {
@@ -243,6 +247,8 @@ impl StateChange {
             (Some(item), _) | (None, Some(item)) => (item.date.clone(), item.instance.clone()),
             (None, None) => return Err(ChangeError::NoImage),
         };
+        let live = |item: &Option<StateItem>| item.as_ref().is_some_and(|item| !item.deleted);
+        let (was_live, is_live) = (live(&old), live(&new));
         let contribution = |item: Option<StateItem>| match item {
             Some(item) if !item.deleted => item.counters,
             _ => BTreeMap::new(),
@@ -254,6 +260,8 @@ impl StateChange {
             instance,
             old: contribution(old),
             new: contribution(new),
+            was_live,
+            is_live,
         })
     }
 
@@ -324,6 +332,10 @@ pub struct PartialItem {
     /// Counter → how many of the bucket's instances report it (never 0).
     #[serde(rename = "Contributors", default)]
     pub contributors: BTreeMap<String, i64>,
+    /// How many of the bucket's instances have a live body (empty bodies
+    /// included), for the rules' `instances()`.
+    #[serde(rename = "Instances", default)]
+    pub instances: i64,
     #[serde(rename = "Version")]
     pub version: u64,
     #[serde(rename = "AppliedThrough")]
@@ -339,6 +351,7 @@ impl PartialItem {
             bucket,
             sums: BTreeMap::new(),
             contributors: BTreeMap::new(),
+            instances: 0,
             version: 0,
             applied_through: SequenceNumber::zero(),
         }
@@ -358,9 +371,11 @@ impl PartialItem {
                     .extend(deltas.keys().map(|name| (*name).to_owned()));
                 continue;
             }
-            if !deltas.is_empty() {
+            let instances = i64::from(change.is_live) - i64::from(change.was_live);
+            if !deltas.is_empty() || instances != 0 {
                 fold.moving += 1;
             }
+            self.instances += instances;
             for (name, delta) in deltas {
                 let sum = self.sums.entry(name.to_owned()).or_default();
                 sum.0 += delta.sum;
@@ -623,6 +638,38 @@ mod tests {
         assert!(SequenceNumber::parse("12a").is_err());
         assert!(SequenceNumber::parse("").is_err());
         assert!(SequenceNumber::zero() < seq(1));
+    }
+
+    #[test]
+    fn a_partial_counts_the_instances_with_a_live_body_empty_ones_included() {
+        let date = Date::parse("2015-11-16").unwrap();
+        let mut partial = PartialItem::empty(&date, 0);
+        let counted = fixtures::live(&[("a", 5)], "e1");
+        let empty = fixtures::live(&[], "e2");
+        let fold = partial.fold(&[
+            change(1, "i-1", None, Some(counted.clone())),
+            // An empty body is an instance that reports nothing: it counts,
+            // and changes no counter, yet the item must be written.
+            change(2, "i-2", None, Some(empty.clone())),
+            // The same instance again: still one.
+            change(
+                3,
+                "i-1",
+                Some(counted.clone()),
+                Some(fixtures::live(&[("a", 6)], "e3")),
+            ),
+        ]);
+        assert!(fold.must_write());
+        assert_eq!(partial.instances, 2);
+        let only_empty = partial.fold(&[change(4, "i-3", None, Some(empty.clone()))]);
+        assert!(only_empty.must_write(), "the count moved");
+        assert!(only_empty.changed.is_empty(), "no counter did");
+        partial.fold(&[
+            change(5, "i-2", Some(empty), Some(Content::Deleted)),
+            // Delivered again: not counted twice.
+            change(4, "i-3", None, Some(fixtures::live(&[], "e2"))),
+        ]);
+        assert_eq!(partial.instances, 2);
     }
 
     #[test]

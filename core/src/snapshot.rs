@@ -24,6 +24,10 @@ pub struct DayTotals {
     pub date: Date,
     /// Counter → total, for counters with at least one contributor.
     pub totals: BTreeMap<String, i128>,
+    /// Counter → how many instances report it, for `contributors()`.
+    pub contributors: BTreeMap<String, i64>,
+    /// How many instances have a live body, for `instances()`.
+    pub instances: i64,
     /// The sum of the partial items' versions; grows with every change.
     pub generation: u64,
     pub basis: Basis,
@@ -39,12 +43,43 @@ impl DayTotals {
             .into_iter()
             .filter_map(|total| total.value.map(|value| (total.counter, value.0)))
             .collect();
+        let mut contributors: BTreeMap<String, i64> = BTreeMap::new();
+        for partial in partials {
+            for (name, count) in &partial.contributors {
+                *contributors.entry(name.clone()).or_default() += count;
+            }
+        }
         DayTotals {
             date: date.clone(),
             totals,
+            contributors,
+            instances: partials.iter().map(|p| p.instances).sum(),
             generation: partials.iter().map(|p| p.version).sum(),
             basis: Basis::of(partials),
         }
+    }
+}
+
+/// The rules read a day's totals, and the fleet's counts with them.
+impl crate::rules::expr::Totals for DayTotals {
+    fn get(&self, counter: &str) -> Option<i128> {
+        self.totals.get(counter).copied()
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (&str, i128)> + '_> {
+        Box::new(
+            self.totals
+                .iter()
+                .map(|(name, value)| (name.as_str(), *value)),
+        )
+    }
+
+    fn contributors(&self, counter: &str) -> Option<i64> {
+        Some(self.contributors.get(counter).copied().unwrap_or(0))
+    }
+
+    fn instances(&self) -> Option<i64> {
+        Some(self.instances)
     }
 }
 

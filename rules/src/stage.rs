@@ -313,8 +313,7 @@ where
                 }
 
                 let now = (self.clock)();
-                let decisions =
-                    decide(rules, date, &day.totals, trigger, &records, generation, now);
+                let decisions = decide(rules, date, &day, trigger, &records, generation, now);
                 report.alerts_checked += decisions.checked as u64;
                 for rule_error in &decisions.errors {
                     report.rule_errors += 1;

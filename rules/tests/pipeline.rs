@@ -350,6 +350,31 @@ async fn a_tick_decides_what_a_lost_batch_would_have_and_writes_its_snapshot() {
 }
 
 #[tokio::test]
+async fn instances_counts_empty_bodies_and_a_tick_decides_a_rule_on_it() {
+    let mut world = RulesWorld::new(
+        "rules:\n  - name: fleet-of-three\n    expr: 'instances() >= 3 && contributors(\"COUNTER1\") < 3'\n",
+    );
+    world.upload("i-1", "COUNTER1 5").await;
+    world.upload("i-2", "COUNTER1 5").await;
+    world.pump().await;
+    // An empty body: an instance that reports nothing moves no total, so
+    // no batch reaches the rules; the tick reads the count.
+    world.upload("i-3", "").await;
+    world.pump().await;
+    assert!(world.messages().is_empty());
+    world.tick().await;
+    let messages = world.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(
+        messages[0].counters,
+        BTreeMap::from([
+            ("contributors(\"COUNTER1\")".to_owned(), 2),
+            ("instances()".to_owned(), 3)
+        ])
+    );
+}
+
+#[tokio::test]
 async fn a_rule_that_errors_is_reported_and_the_others_still_fire() {
     let rules = format!("{LIMIT}  - name: per-won\n    expr: 'COUNTER1 / won > 2'\n");
     let mut world = RulesWorld::new(&rules);

@@ -191,6 +191,7 @@ pub fn tally(inputs: &Inputs, fleet: &Fleet) -> Result<(Parts, TallyStages), Cos
                     .iter()
                     .map(|name| (name.clone(), fleet.occupied[b as usize] as i64))
                     .collect(),
+                instances: fleet.occupied[b as usize] as i64,
                 version: version(b),
                 applied_through: applied_through.clone(),
             },

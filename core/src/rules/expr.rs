@@ -10,7 +10,13 @@
 //! - `sum(GLOB)` / `count(GLOB)`: the sum of, and number of, the totals whose
 //!   names match a glob (0 when none do);
 //! - `ratio(A, B)`: A / B as a float (evalexpr's `/` on integers truncates),
-//!   an error when B is 0.
+//!   an error when B is 0;
+//! - `contributors(NAME)`: how many instances report the counter today (0
+//!   when none do), from the aggregate stage's partial items;
+//! - `instances()`: how many instances have a live body today (an empty
+//!   body counts; a deleted object does not), from the same items. It moves
+//!   with no counter's total (an empty body arriving), so a rule that reads
+//!   only it is decided on the rules stage's ticks.
 //!
 //! Every name an expression reads is known when it is loaded, because names
 //! and globs must be string literals; that is how the rules stage knows which
@@ -100,6 +106,10 @@ pub struct Expression {
     counters: BTreeSet<String>,
     /// Globs given to `sum` and `count`.
     globs: Vec<(String, GlobMatcher)>,
+    /// Counters given to `contributors`.
+    contributor_counters: BTreeSet<String>,
+    /// Whether it calls `instances()`.
+    reads_instances: bool,
 }
 
 /// What an expression found on a day's totals.
@@ -116,6 +126,17 @@ pub trait Totals {
     fn get(&self, counter: &str) -> Option<i128>;
     /// Every total, for `sum` and `count`.
     fn iter(&self) -> Box<dyn Iterator<Item = (&str, i128)> + '_>;
+    /// How many instances report `counter` today (0 when none do), for
+    /// `contributors()`; `None` when these totals come without the fleet's
+    /// counts (a snapshot file, a rule test that gives none).
+    fn contributors(&self, _counter: &str) -> Option<i64> {
+        None
+    }
+    /// How many instances have a live body today, for `instances()`;
+    /// `None` when these totals come without the fleet's counts.
+    fn instances(&self) -> Option<i64> {
+        None
+    }
 }
 
 impl Totals for BTreeMap<String, i128> {
@@ -157,6 +178,8 @@ impl Expression {
                 .collect(),
             tree: tree.clone(),
             globs: Vec::new(),
+            contributor_counters: BTreeSet::new(),
+            reads_instances: false,
         };
         collect_literal_arguments(&tree, &mut expression)?;
         expression.type_check()?;
@@ -174,7 +197,15 @@ impl Expression {
 
     /// Whether a change of `counter` can change the result.
     pub fn depends_on(&self, counter: &str) -> bool {
-        self.counters.contains(counter) || self.globs.iter().any(|(_, g)| g.is_match(counter))
+        self.counters.contains(counter)
+            || self.contributor_counters.contains(counter)
+            || self.globs.iter().any(|(_, g)| g.is_match(counter))
+    }
+
+    /// Whether it reads the fleet's counts (`instances()`,
+    /// `contributors()`), which only the aggregate stage's items carry.
+    pub fn reads_fleet(&self) -> bool {
+        self.reads_instances || !self.contributor_counters.is_empty()
     }
 
     /// Whether it needs the day's other totals (it sums or counts a glob).
@@ -258,7 +289,7 @@ fn describe(error: &EvalexprError) -> String {
             format!("division of {dividend} by {divisor} (division by zero or overflow)")
         }
         EvalexprError::FunctionIdentifierNotFound(name) => format!(
-            "unknown function {name:?}; tally adds counter, sum, count and ratio to evalexpr's own"
+            "unknown function {name:?}; tally adds counter, sum, count, ratio, contributors and instances to evalexpr's own"
         ),
         // evalexpr says "Error adding 9223372036854775807 + 1" (and "Error
         // negating --9223372036854775808"), which does not say what went
@@ -385,11 +416,14 @@ fn substring(argument: &Value) -> EvalexprResult<Value> {
 fn collect_literal_arguments(node: &Node, expression: &mut Expression) -> Result<(), String> {
     if let Operator::FunctionIdentifier { identifier } = node.operator() {
         let function = identifier.as_str();
-        if matches!(function, "counter" | "sum" | "count") {
+        if function == "instances" {
+            expression.reads_instances = true;
+        }
+        if matches!(function, "counter" | "contributors" | "sum" | "count") {
             let literal = first_argument(node).ok_or_else(|| {
                 format!(
                     "{function}() takes the {} as a string literal, as in {function}(\"bids-won\")",
-                    if function == "counter" {
+                    if matches!(function, "counter" | "contributors") {
                         "counter's name"
                     } else {
                         "glob"
@@ -398,6 +432,8 @@ fn collect_literal_arguments(node: &Node, expression: &mut Expression) -> Result
             })?;
             if function == "counter" {
                 expression.counters.insert(literal.to_owned());
+            } else if function == "contributors" {
+                expression.contributor_counters.insert(literal.to_owned());
             } else {
                 let glob = Glob::new(literal)
                     .map_err(|e| format!("{function}({literal:?}): bad glob: {}", e.kind()))?;
@@ -545,6 +581,33 @@ impl Context for DayContext<'_> {
                 Ok(Value::Int(i64::try_from(count).unwrap_or(i64::MAX)))
             }
             "ratio" => ratio(argument),
+            "contributors" => {
+                let name = argument.as_string()?;
+                let count = self.totals.contributors(&name).ok_or_else(|| {
+                    EvalexprError::CustomMessage(format!(
+                        "contributors({name:?}) needs the fleet's counts, which these totals do not carry"
+                    ))
+                })?;
+                self.aggregates
+                    .borrow_mut()
+                    .insert(format!("contributors({name:?})"), i128::from(count));
+                Ok(Value::Int(count))
+            }
+            "instances" => {
+                argument.as_empty().map_err(|_| {
+                    EvalexprError::CustomMessage("instances() takes no argument".to_owned())
+                })?;
+                let count = self.totals.instances().ok_or_else(|| {
+                    EvalexprError::CustomMessage(
+                        "instances() needs the fleet's counts, which these totals do not carry"
+                            .to_owned(),
+                    )
+                })?;
+                self.aggregates
+                    .borrow_mut()
+                    .insert("instances()".to_owned(), i128::from(count));
+                Ok(Value::Int(count))
+            }
             other => checked_builtin(other, argument).unwrap_or_else(|| {
                 Err(EvalexprError::FunctionIdentifierNotFound(other.to_owned()))
             }),
@@ -575,7 +638,10 @@ impl Context for ProbeContext {
             "counter" => {
                 counter_arguments(argument).map(|(_, default)| default.unwrap_or(Value::Int(1)))
             }
-            "sum" | "count" => argument.as_string().map(|_| Value::Int(1)),
+            "sum" | "count" | "contributors" => argument.as_string().map(|_| Value::Int(1)),
+            "instances" => argument.as_empty().map(|()| Value::Int(1)).map_err(|_| {
+                EvalexprError::CustomMessage("instances() takes no argument".to_owned())
+            }),
             // The probe's values are made up: check the arguments' types
             // without dividing by them.
             "ratio" => ratio(argument).or_else(|e| match e {
@@ -840,5 +906,62 @@ mod tests {
         assert!(e.evaluate(&totals(&[("n", 9)])).is_err());
         let e = Expression::parse(r#"str::substring("aéb", 1, 3) == "é""#).unwrap();
         assert!(e.evaluate(&totals(&[])).unwrap().holds);
+    }
+
+    /// A day with the fleet's counts, as the rules stage reads it.
+    struct Fleet {
+        totals: BTreeMap<String, i128>,
+        contributors: BTreeMap<String, i64>,
+        instances: i64,
+    }
+
+    impl Totals for Fleet {
+        fn get(&self, counter: &str) -> Option<i128> {
+            self.totals.get(counter).copied()
+        }
+        fn iter(&self) -> Box<dyn Iterator<Item = (&str, i128)> + '_> {
+            Totals::iter(&self.totals)
+        }
+        fn contributors(&self, counter: &str) -> Option<i64> {
+            Some(self.contributors.get(counter).copied().unwrap_or(0))
+        }
+        fn instances(&self) -> Option<i64> {
+            Some(self.instances)
+        }
+    }
+
+    #[test]
+    fn instances_and_contributors_read_the_fleets_counts() {
+        let fleet = Fleet {
+            totals: totals(&[("COUNTER1", 10)]),
+            contributors: [("COUNTER1".to_owned(), 2)].into(),
+            instances: 5,
+        };
+        let e = Expression::parse(r#"contributors("COUNTER1") * 2 < instances()"#).unwrap();
+        let outcome = e.evaluate(&fleet).unwrap();
+        assert!(outcome.holds);
+        assert_eq!(outcome.values["instances()"], 5);
+        assert_eq!(outcome.values["contributors(\"COUNTER1\")"], 2);
+        assert!(
+            e.depends_on("COUNTER1"),
+            "a contributor count moves with its counter"
+        );
+        assert!(!e.depends_on("COUNTER2"));
+        // A counter nobody reports has no contributors, not an error.
+        let e = Expression::parse(r#"contributors("gone") == 0"#).unwrap();
+        assert!(e.evaluate(&fleet).unwrap().holds);
+        // Totals without the fleet's counts (a snapshot file) say so.
+        let error = e.evaluate(&totals(&[])).unwrap_err();
+        assert!(error.contains("needs the fleet's counts"), "{error}");
+        assert!(
+            Expression::parse("instances(3) > 1")
+                .unwrap_err()
+                .contains("instances() takes no argument")
+        );
+        assert!(
+            Expression::parse("contributors(name) > 1")
+                .unwrap_err()
+                .contains("as a string literal")
+        );
     }
 }

@@ -32,7 +32,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::alert::{AlertRecord, AlertState, Notification, RuleError, Trigger, decide};
-use super::load::{Location, RuleSet};
+use super::expr::Totals;
+use super::load::{Condition, Location, RuleSet};
 use super::spec::Severity;
 use crate::key::Date;
 
@@ -64,6 +65,13 @@ pub struct EvaluationSpec {
     /// Every total of the day at this evaluation. Left out, the evaluation
     /// is a tick: the totals stand still and every rule is decided again.
     pub totals: Option<BTreeMap<String, i64>>,
+    /// How many instances have a live body, for `instances()`; once given,
+    /// it stays until given again.
+    pub instances: Option<i64>,
+    /// How many instances report each counter, for `contributors()`
+    /// (counters left out have none); once given, it stays until given
+    /// again.
+    pub contributors: Option<BTreeMap<String, i64>>,
     /// The messages sent, in any order; `[]` means none.
     pub alerts: Vec<ExpectedAlert>,
     /// Rules expected to fail to evaluate (division by zero, a missing counter).
@@ -258,6 +266,12 @@ fn run_test(
                 .map(|(name, value)| (name.clone(), i128::from(*value)))
                 .collect()
         });
+        if evaluation.instances.is_some() {
+            replay.instances = evaluation.instances;
+        }
+        if let Some(contributors) = &evaluation.contributors {
+            replay.contributors = Some(contributors.clone());
+        }
         let (sent, errors) = replay.evaluate(rules, &date, totals, now);
         let here = location_of(index);
         let mut unmatched: Vec<&Notification> = sent.iter().collect();
@@ -288,6 +302,18 @@ fn run_test(
                 ),
             ));
         }
+        // A rule that reads the fleet's counts cannot be judged by a test
+        // that gives none: it is left out rather than failed.
+        let fleet_given = replay.instances.is_some() || replay.contributors.is_some();
+        let reads_fleet = |rule: &str| {
+            rules.rule(rule).is_some_and(|rule| {
+                matches!(&rule.condition, Condition::Expr(expression) if expression.reads_fleet())
+            })
+        };
+        let errors: Vec<&RuleError> = errors
+            .iter()
+            .filter(|e| fleet_given || !reads_fleet(&e.rule))
+            .collect();
         let errored: BTreeSet<&str> = errors.iter().map(|e| e.rule.as_str()).collect();
         let expected_errors: BTreeSet<&str> =
             evaluation.rule_errors.iter().map(String::as_str).collect();
@@ -319,6 +345,39 @@ pub struct Replay {
     records: BTreeMap<String, AlertRecord>,
     previous: BTreeMap<String, i128>,
     generation: u64,
+    /// The fleet's counts, when the test gives them.
+    pub instances: Option<i64>,
+    pub contributors: Option<BTreeMap<String, i64>>,
+}
+
+/// A test's day: its totals, and the fleet's counts the test gave.
+struct TestDay<'a> {
+    totals: &'a BTreeMap<String, i128>,
+    instances: Option<i64>,
+    contributors: Option<&'a BTreeMap<String, i64>>,
+}
+
+impl Totals for TestDay<'_> {
+    fn get(&self, counter: &str) -> Option<i128> {
+        self.totals.get(counter).copied()
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (&str, i128)> + '_> {
+        Box::new(
+            self.totals
+                .iter()
+                .map(|(name, value)| (name.as_str(), *value)),
+        )
+    }
+
+    fn contributors(&self, counter: &str) -> Option<i64> {
+        self.contributors
+            .map(|counts| counts.get(counter).copied().unwrap_or(0))
+    }
+
+    fn instances(&self) -> Option<i64> {
+        self.instances
+    }
 }
 
 impl Replay {
@@ -349,10 +408,15 @@ impl Replay {
         } else {
             Trigger::Changed(&changed)
         };
+        let day = TestDay {
+            totals: &totals,
+            instances: self.instances,
+            contributors: self.contributors.as_ref(),
+        };
         let decisions = decide(
             rules,
             date,
-            &totals,
+            &day,
             trigger,
             &self.records,
             self.generation,
