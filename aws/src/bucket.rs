@@ -16,8 +16,8 @@ use aws_sdk_s3::types::{
 };
 use bytes::Bytes;
 use tally_core::ports::{
-    ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectVersion, ObjectWriter, StoreError,
-    normalize_etag,
+    ListedObject, ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectVersion, ObjectWriter,
+    StoreError, normalize_etag,
 };
 
 use crate::store_error;
@@ -30,31 +30,29 @@ pub struct S3ObjectStore {
 
 impl S3ObjectStore {
     /// Every object under `prefix`, as ListObjectsV2 describes it, in key
-    /// order: all pages. The port's listing and `tally backfill` (which also
-    /// needs sizes and modification times) both read the bucket through it.
+    /// order: all pages (1,000 keys a page, one request each). The port's
+    /// listing and `tally backfill` both read the bucket through it.
     pub async fn list_objects(
         &self,
         bucket: &str,
         prefix: &str,
     ) -> Result<Vec<aws_sdk_s3::types::Object>, StoreError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
         let mut objects = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(bucket)
-                .prefix(prefix)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| s3_error(format!("S3 ListObjectsV2 s3://{bucket}/{prefix}"), e))?;
+        while let Some(page) = pages
+            .try_next()
+            .await
+            .map_err(|e| s3_error(format!("S3 ListObjectsV2 s3://{bucket}/{prefix}"), e))?
+        {
             objects.extend(page.contents.unwrap_or_default());
-            match page.next_continuation_token {
-                Some(next) if page.is_truncated == Some(true) => token = Some(next),
-                _ => return Ok(objects),
-            }
         }
+        Ok(objects)
     }
 
     pub fn new(client: Client) -> S3ObjectStore {
@@ -249,16 +247,30 @@ impl ObjectWriter for S3ObjectStore {
             .map_err(|e| s3_error(format!("S3 PutObject s3://{bucket}/{key}"), e))
     }
 
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(self
-            .list_objects(bucket, prefix)
-            .await?
-            .into_iter()
-            .filter_map(|object| {
-                let etag = normalize_etag(object.e_tag.as_deref().unwrap_or_default());
-                object.key.map(|key| (key, etag))
-            })
-            .collect())
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, StoreError> {
+        let objects = self.list_objects(bucket, prefix).await?;
+        let mut listed = Vec::with_capacity(objects.len());
+        for object in objects {
+            let Some(key) = object.key else { continue };
+            // S3 always sends it; without it the object's age is unknown,
+            // and taking it for a date long past would call it stale.
+            let last_modified = object
+                .last_modified
+                .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+                .ok_or_else(|| {
+                    StoreError::new(
+                        format!("S3 ListObjectsV2 s3://{bucket}/{prefix}"),
+                        format!("the listing gives {key:?} no LastModified time; S3 always does, so the endpoint is not S3-compatible enough"),
+                    )
+                })?;
+            listed.push(ListedObject {
+                etag: normalize_etag(object.e_tag.as_deref().unwrap_or_default()),
+                key,
+                last_modified,
+                size: object.size.map_or(0, |size| size.max(0) as u64),
+            });
+        }
+        Ok(listed)
     }
 }
 

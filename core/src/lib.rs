@@ -5,6 +5,7 @@
 //!
 //! - [`body`]: the upload format and why a body is rejected;
 //! - [`aggregate`]: state changes to exact totals, exactly once;
+//! - [`fleet`]: which instances stopped uploading, from the bucket's listing;
 //! - [`key`]: the object-key convention, calendar dates, event-key decoding;
 //! - [`ordering`]: the order of events on one key (S3's `sequencer`);
 //! - [`state`]: the state table's item and its partitioning;
@@ -19,6 +20,7 @@ pub mod body;
 pub mod capacity;
 #[cfg(test)]
 mod fixtures;
+pub mod fleet;
 pub mod key;
 pub mod ordering;
 pub mod ports;

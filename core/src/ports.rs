@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 
 use crate::aggregate::{Basis, PartialItem, TotalItem};
 use crate::key::{Date, UploadKey};
@@ -303,12 +304,26 @@ pub trait ObjectWriter: Send + Sync {
         content_type: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Every object under a prefix, with its ETag (without quotes).
+    /// Every current object under a prefix, in key order.
     fn list(
         &self,
         bucket: &str,
         prefix: &str,
-    ) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<ListedObject>, StoreError>> + Send;
+}
+
+/// An object as a listing describes it, without reading its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    /// Without quotes ([`normalize_etag`]).
+    pub etag: String,
+    /// When the object was last written (S3's `LastModified`, a file's
+    /// modification time). An identical re-upload moves it although it
+    /// changes nothing else: it is how the rules stage tells a silent
+    /// instance from an idle one ([`crate::fleet`]).
+    pub last_modified: DateTime<Utc>,
+    pub size: u64,
 }
 
 /// The alert-state table: one record per alert per date, and per date a

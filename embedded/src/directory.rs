@@ -1,7 +1,9 @@
 //! A directory as the bucket: object key `a/b/c` is the file `<root>/a/b/c`.
 //!
 //! ETags are the MD5 of the content in hex, as S3 computes them for a single
-//! PUT, so the same bytes get the same ETag here and there. There are no
+//! PUT, so the same bytes get the same ETag here and there. A file's
+//! modification time is its object's last write time, as `LastModified` is
+//! on S3: rewriting the same bytes moves it. There are no
 //! versions: the directory is an unversioned bucket. The bucket name in a location is not checked: one directory is
 //! one bucket.
 
@@ -11,7 +13,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use md5::{Digest, Md5};
 use tally_core::ports::{
-    ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectVersion, ObjectWriter, StoreError,
+    ListedObject, ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectVersion, ObjectWriter,
+    StoreError,
 };
 
 /// Objects as files under a root directory.
@@ -286,16 +289,30 @@ impl ObjectWriter for DirectoryStore {
         std::fs::rename(&temporary, &path).map_err(write_error)
     }
 
-    async fn list(&self, _bucket: &str, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+    /// Hashes every file listed for its ETag, as S3 lists one: a listing
+    /// reads the prefix's bytes whole.
+    async fn list(&self, _bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, StoreError> {
         let directory = match prefix.rfind('/') {
             Some(end) => &prefix[..end],
             None => "",
         };
         let (files, _) = self.scan(directory)?;
         let mut listed = Vec::new();
-        for key in files.into_keys().filter(|key| key.starts_with(prefix)) {
+        for (key, stamp) in files.into_iter().filter(|(key, _)| key.starts_with(prefix)) {
+            let Some(modified) = stamp.modified else {
+                return Err(StoreError::new(
+                    format!("listing {}", self.root.join(&key).display()),
+                    "the file system gives no modification time, which is the object's last write time",
+                ));
+            };
+            // Gone since the scan: not listed, as S3 would not list it.
             if let Some(meta) = self.head("", &key).await? {
-                listed.push((key, meta.etag));
+                listed.push(ListedObject {
+                    key,
+                    etag: meta.etag,
+                    last_modified: chrono::DateTime::<chrono::Utc>::from(modified),
+                    size: meta.size,
+                });
             }
         }
         Ok(listed)
@@ -404,6 +421,50 @@ mod tests {
             first[key], second[key],
             "a different body renamed into place must look changed"
         );
+    }
+
+    #[tokio::test]
+    async fn lists_each_file_with_its_modification_time_which_a_same_bytes_rewrite_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirectoryStore::new(dir.path());
+        let body = || Bytes::from_static(b"a 1\n");
+        let started = chrono::Utc::now();
+        for key in ["counters/2015-11-16/web-1", "counters/2015-11-16/web-2"] {
+            store.put("", key, body(), "text/plain").await.unwrap();
+        }
+        // 2015-11-16T23:59:00Z, set rather than waited for.
+        let before_midnight = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_447_718_340);
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join("counters/2015-11-16/web-1"))
+            .unwrap()
+            .set_modified(before_midnight)
+            .unwrap();
+
+        let listed = store.list("", "counters/2015-11-16/").await.unwrap();
+        let keys: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["counters/2015-11-16/web-1", "counters/2015-11-16/web-2"]
+        );
+        assert_eq!(
+            listed[0].last_modified.to_rfc3339(),
+            "2015-11-16T23:59:00+00:00"
+        );
+        assert_eq!(listed[0].etag, DirectoryStore::etag_of(b"a 1\n"));
+        assert_eq!(listed[0].size, 4);
+        let slack = chrono::TimeDelta::seconds(1);
+        assert!(listed[1].last_modified >= started - slack);
+        assert!(listed[1].last_modified <= chrono::Utc::now() + slack);
+
+        // The same bytes again: the file's time moves, as LastModified does.
+        store
+            .put("", "counters/2015-11-16/web-1", body(), "text/plain")
+            .await
+            .unwrap();
+        let relisted = store.list("", "counters/2015-11-16/").await.unwrap();
+        assert!(relisted[0].last_modified >= started - slack);
+        assert_eq!(relisted[0].etag, listed[0].etag);
     }
 
     #[test]

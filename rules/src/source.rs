@@ -128,6 +128,7 @@ async fn reload<S: ObjectStore + ObjectWriter>(
         .list(bucket, prefix)
         .await?
         .into_iter()
+        .map(|listed| (listed.key, listed.etag))
         .filter(|(key, _)| {
             // Only files directly under the prefix: ops' tests may sit in a
             // folder beside them.

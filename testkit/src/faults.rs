@@ -476,7 +476,11 @@ impl<T: ObjectWriter> ObjectWriter for Paused<T> {
         self.inner.put(bucket, key, body, content_type).await
     }
 
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+    async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<tally_core::ports::ListedObject>, StoreError> {
         self.inner.list(bucket, prefix).await
     }
 }

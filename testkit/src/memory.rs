@@ -8,18 +8,21 @@
 //! every delete as a marker, newest listed first; an unversioned one keeps
 //! only the current object, lists it with version id `null`, and forgets a
 //! deleted key. ETags are the MD5 of the body, as S3 computes them for a
-//! single PUT.
+//! single PUT. Each upload's last-modified time comes from a clock a test
+//! can set ([`MemoryBucket::set_now`]), so "this instance last wrote at
+//! 23:59" needs no waiting.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use tally_core::aggregate::{Basis, PartialItem, TotalItem, partial_key};
 use tally_core::key::{Date, UploadKey};
 use tally_core::ports::{
-    Notifier, ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectVersion, ObjectWriter,
-    Precondition, PutOutcome, StateStore, StoreError, TotalsStore,
+    ListedObject, Notifier, ObjectBody, ObjectLocation, ObjectMeta, ObjectStore, ObjectVersion,
+    ObjectWriter, Precondition, PutOutcome, StateStore, StoreError, TotalsStore,
 };
 use tally_core::rules::alert::Notification;
 use tally_core::state::{InstanceState, bucket_of};
@@ -38,8 +41,14 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// One entry of a key's history.
 #[derive(Debug, Clone)]
 enum Entry {
-    Object { version_id: String, body: Bytes },
-    DeleteMarker { version_id: String },
+    Object {
+        version_id: String,
+        body: Bytes,
+        last_modified: DateTime<Utc>,
+    },
+    DeleteMarker {
+        version_id: String,
+    },
 }
 
 /// What an upload to a [`MemoryBucket`] returns, as S3's PutObject does.
@@ -58,6 +67,8 @@ pub struct MemoryBucket {
     page: usize,
     keys: Arc<Mutex<BTreeMap<String, Vec<Entry>>>>,
     next_version: Arc<AtomicU64>,
+    /// The time uploads are stamped with; the system clock's when unset.
+    now: Arc<Mutex<Option<DateTime<Utc>>>>,
 }
 
 impl MemoryBucket {
@@ -79,7 +90,18 @@ impl MemoryBucket {
             page: usize::MAX,
             keys: Arc::default(),
             next_version: Arc::default(),
+            now: Arc::default(),
         }
+    }
+
+    /// Stamps the uploads from now on with `now` as their last-modified
+    /// time (S3's `LastModified`), until set again. Clones share the clock.
+    pub fn set_now(&self, now: DateTime<Utc>) {
+        *locked(&self.now) = Some(now);
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        locked(&self.now).unwrap_or_else(Utc::now)
     }
 
     /// Lists at most `entries` entries of a key's history a page.
@@ -95,9 +117,12 @@ impl MemoryBucket {
     }
 
     /// Stores `body` under `key`: a new version, or the key's only object.
+    /// Its last-modified time is the bucket's clock's, even when the body is
+    /// the one already stored, as on S3.
     pub fn upload(&self, key: &str, body: impl Into<Bytes>) -> Put {
         let body = body.into();
         let etag = Self::etag_of(&body);
+        let last_modified = self.now();
         let mut keys = locked(&self.keys);
         let history = keys.entry(key.to_owned()).or_default();
         if self.versioned {
@@ -105,6 +130,7 @@ impl MemoryBucket {
             history.push(Entry::Object {
                 version_id: version_id.clone(),
                 body,
+                last_modified,
             });
             Put {
                 etag,
@@ -114,6 +140,7 @@ impl MemoryBucket {
             *history = vec![Entry::Object {
                 version_id: NULL_VERSION.to_owned(),
                 body,
+                last_modified,
             }];
             Put {
                 etag,
@@ -190,7 +217,9 @@ impl ObjectStore for MemoryBucket {
     ) -> Result<Option<(ObjectMeta, ObjectBody)>, StoreError> {
         Ok(
             match self.entry(&location.key, location.version_id.as_deref()) {
-                Some(Entry::Object { version_id, body }) => {
+                Some(Entry::Object {
+                    version_id, body, ..
+                }) => {
                     let meta = self.meta(version_id, &body);
                     if meta.size > max_bytes {
                         Some((meta, ObjectBody::OverCap))
@@ -205,7 +234,9 @@ impl ObjectStore for MemoryBucket {
 
     async fn head(&self, _bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         Ok(match self.entry(key, None) {
-            Some(Entry::Object { version_id, body }) => Some(self.meta(version_id, &body)),
+            Some(Entry::Object {
+                version_id, body, ..
+            }) => Some(self.meta(version_id, &body)),
             Some(Entry::DeleteMarker { .. }) | None => None,
         })
     }
@@ -223,7 +254,9 @@ impl ObjectStore for MemoryBucket {
             .flatten()
             .rev()
             .map(|entry| match entry {
-                Entry::Object { version_id, body } => ObjectVersion::Object {
+                Entry::Object {
+                    version_id, body, ..
+                } => ObjectVersion::Object {
                     version_id: version_id.clone(),
                     etag: Self::etag_of(body),
                 },
@@ -256,11 +289,23 @@ impl ObjectWriter for MemoryBucket {
         Ok(())
     }
 
-    async fn list(&self, _bucket: &str, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(self
-            .current_objects(prefix)
-            .into_iter()
-            .map(|(key, body)| (key, Self::etag_of(&body)))
+    async fn list(&self, _bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, StoreError> {
+        Ok(locked(&self.keys)
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix))
+            .filter_map(|(key, history)| match history.last() {
+                Some(Entry::Object {
+                    body,
+                    last_modified,
+                    ..
+                }) => Some(ListedObject {
+                    key: key.clone(),
+                    etag: Self::etag_of(body),
+                    last_modified: *last_modified,
+                    size: body.len() as u64,
+                }),
+                _ => None,
+            })
             .collect())
     }
 }

@@ -2,13 +2,14 @@
 //! table's mark and version compare-and-swaps (plain and transactional),
 //! reading a day's records back with awkward counter names, the SNS
 //! notifier as a queue subscriber receives it, and writing and listing
-//! objects on S3. Records and messages come from core's own rule loading
+//! objects on S3 (with the last write times the stale-instance check reads). Records and messages come from core's own rule loading
 //! and decisions, so the tests store what the rules stage would.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -19,6 +20,7 @@ use tally_core::key::Date;
 use tally_core::ports::{AlertStore, Notifier, ObjectWriter, PutOutcome, normalize_etag};
 use tally_core::rules::RuleSet;
 use tally_core::rules::alert::{AlertRecord, Notification, Trigger, decide};
+use tally_tests::http_faults::FaultyHttpClient;
 use tally_tests::{alert_queue, receive_all, sdk_config, unique};
 
 const DATE: &str = "2015-11-16";
@@ -400,8 +402,9 @@ async fn a_publish_to_a_missing_topic_is_an_error_naming_topic_and_alert() {
 }
 
 #[tokio::test]
-async fn objects_put_are_listed_under_their_prefix_with_the_etag_head_reports() {
+async fn objects_put_are_listed_under_their_prefix_with_the_etag_time_and_size_head_reports() {
     let sdk = sdk_config().await;
+    let started = Utc::now();
     let s3 = tally_aws::config::s3(&sdk);
     let bucket = unique("snapshots").to_lowercase();
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
@@ -439,8 +442,8 @@ async fn objects_put_are_listed_under_their_prefix_with_the_etag_head_reports() 
         .unwrap();
 
     let mut listed = store.list(&bucket, "totals/").await.unwrap();
-    listed.sort();
-    let keys: Vec<&str> = listed.iter().map(|(k, _)| k.as_str()).collect();
+    listed.sort_by(|a, b| a.key.cmp(&b.key));
+    let keys: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
     assert_eq!(
         keys,
         [
@@ -449,7 +452,8 @@ async fn objects_put_are_listed_under_their_prefix_with_the_etag_head_reports() 
             "totals/заказы 1+"
         ]
     );
-    for (key, etag) in &listed {
+    for object in &listed {
+        let key = &object.key;
         let head = s3
             .head_object()
             .bucket(&bucket)
@@ -457,8 +461,19 @@ async fn objects_put_are_listed_under_their_prefix_with_the_etag_head_reports() 
             .send()
             .await
             .unwrap();
-        assert_eq!(*etag, normalize_etag(head.e_tag().unwrap()), "{key}");
-        assert!(!etag.contains('"'));
+        assert_eq!(object.etag, normalize_etag(head.e_tag().unwrap()), "{key}");
+        assert!(!object.etag.contains('"'));
+        assert_eq!(Some(object.size as i64), head.content_length(), "{key}");
+        let head_time = head.last_modified().unwrap();
+        assert_eq!(
+            (
+                object.last_modified.timestamp(),
+                object.last_modified.timestamp_subsec_nanos()
+            ),
+            (head_time.secs(), head_time.subsec_nanos()),
+            "{key}"
+        );
+        assert_written_since(object.last_modified, started);
         let expected_type = objects.iter().find(|(k, ..)| k == key).unwrap().2;
         assert_eq!(head.content_type(), Some(expected_type), "{key}");
     }
@@ -481,6 +496,7 @@ async fn objects_put_are_listed_under_their_prefix_with_the_etag_head_reports() 
 #[tokio::test]
 async fn a_listing_longer_than_one_page_is_read_whole() {
     let sdk = sdk_config().await;
+    let started = Utc::now();
     let s3 = tally_aws::config::s3(&sdk);
     let bucket = unique("many").to_lowercase();
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
@@ -499,13 +515,30 @@ async fn a_listing_longer_than_one_page_is_read_whole() {
         .await
         .unwrap();
     }
-    let mut listed: Vec<String> = store
-        .list(&bucket, "rules/")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(key, _)| key)
-        .collect();
+    // Listed through a client that counts requests: one a page, so a tick's
+    // listing of a day costs one request per 1,000 instances.
+    let requests = FaultyHttpClient::new(0.0, 0);
+    let mut counted = sdk.clone().into_builder();
+    counted.set_http_client(Some(SharedHttpClient::new(requests.clone())));
+    let counted = S3ObjectStore::new(tally_aws::config::s3(&counted.build()));
+    let objects = counted.list(&bucket, "rules/").await.unwrap();
+    assert_eq!(requests.calls().get("S3.ListObjectsV2"), Some(&2));
+    for object in &objects {
+        assert_eq!(object.size, 10, "{}", object.key);
+        assert_written_since(object.last_modified, started);
+    }
+    let mut listed: Vec<String> = objects.into_iter().map(|object| object.key).collect();
     listed.sort();
     assert_eq!(listed, keys);
+}
+
+/// A listed last write time is the server's clock at the PUT: between the
+/// test's start and now (S3 keeps whole seconds, so give a second each side).
+fn assert_written_since(last_modified: DateTime<Utc>, started: DateTime<Utc>) {
+    let slack = chrono::TimeDelta::seconds(1);
+    let now = Utc::now();
+    assert!(
+        started - slack <= last_modified && last_modified <= now + slack,
+        "last modified {last_modified}, expected between {started} and {now}"
+    );
 }
