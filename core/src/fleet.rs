@@ -104,7 +104,8 @@ pub fn day_prefix(prefix: &str, date: &Date) -> String {
     format!("{prefix}/{date}/")
 }
 
-/// The day before `date`; `None` only before year 0, where keys have no dates.
+/// The day before `date`; `None` only for 0000-01-01, whose day before has
+/// no `YYYY-MM-DD` form.
 pub fn previous_day(date: &Date) -> Option<Date> {
     let previous = calendar_day(date).pred_opt()?;
     Date::parse(&previous.format("%Y-%m-%d").to_string()).ok()
@@ -567,6 +568,7 @@ mod tests {
         let previous = |text| previous_day(&date(text)).unwrap();
         assert_eq!(previous("2016-03-01"), date("2016-02-29"));
         assert_eq!(previous("2016-01-01"), date("2015-12-31"));
+        assert_eq!(previous_day(&date("0000-01-01")), None);
         assert_eq!(
             day_prefix(PREFIX, &date("2015-11-17")),
             "counters/2015-11-17/"
