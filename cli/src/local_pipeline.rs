@@ -48,7 +48,7 @@ use tally_embedded::totals_tables::SqliteTotalsStore;
 use tally_ingest::event::{Change, Notice};
 use tally_ingest::{IngestConfig, IngestReport, Ingestor};
 use tally_rules::changes;
-use tally_rules::stage::{RulesReport, RulesStage, StageConfig};
+use tally_rules::stage::{RulesReport, RulesStage, StageConfig, Uploads};
 
 /// The bucket name events carry: one directory is one bucket.
 pub const BUCKET: &str = "local";
@@ -283,8 +283,16 @@ impl LocalPipeline {
     /// date is logged by the stage and tried again at the next tick.
     pub async fn tick(&self) -> RulesReport {
         let mut report = RulesReport::default();
+        let uploads = Uploads {
+            states: &self.state,
+            bucket: BUCKET,
+            prefix: &self.prefix,
+        };
         // The stage logs each failed date itself, and the next tick retries.
-        let _ = self.stage.tick(&self.rules, &mut report).await;
+        let _ = self
+            .stage
+            .tick_watching(&self.rules, &uploads, &mut report)
+            .await;
         report
     }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use tally_core::key::Date;
-use tally_core::rules::alert::{Trigger, decide};
+use tally_core::rules::alert::{StaleByRule, Trigger, decide};
 use tally_core::rules::duration;
 use tally_core::rules::unit;
 
@@ -149,7 +149,7 @@ fn eval(snapshot: &Path, rules_dir: Option<&Path>, date: Option<&str>, json: boo
         &rules,
         &date,
         &totals,
-        Trigger::Tick,
+        Trigger::Tick(&StaleByRule::new()),
         &BTreeMap::new(),
         1,
         chrono::Utc::now(),

@@ -336,3 +336,87 @@ fn tally_run_decides_again_on_its_tick_while_nothing_changes() {
         );
     }
 }
+
+#[test]
+fn tally_run_names_an_instance_that_stops_uploading_and_resolves_when_it_writes_again() {
+    let bucket = Bucket::new();
+    let rules = bucket.root.parent().unwrap().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("fleet.yaml"),
+        "rules:\n  - name: instances-silent\n    stale: {after: 3s}\n    severity: critical\n",
+    )
+    .unwrap();
+    let body = "COUNTER1 5\n";
+    for instance in ["i-1", "i-2", "i-3"] {
+        bucket.upload(instance, body);
+    }
+    let silent_since =
+        std::fs::metadata(bucket.root.join("counters").join(&bucket.date).join("i-3"))
+            .unwrap()
+            .modified()
+            .unwrap();
+    let mut child = bucket
+        .command()
+        .arg("--rules")
+        .arg(&rules)
+        .args(["--tick", "1s", "--interval-ms", "50"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // i-1 and i-2 rewrite the same bytes every half second: nothing
+    // changes in the tables, only the objects' write times move.
+    let mut rewrite_until = |done: &mut dyn FnMut() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out");
+            bucket.upload("i-1", body);
+            bucket.upload("i-2", body);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    rewrite_until(&mut || !bucket.alerts().is_empty());
+    let fired = bucket.alerts()[0].clone();
+    assert_eq!(fired["state"], "firing", "{fired:#}");
+    assert_eq!(fired["stale"]["stale"], 1, "{fired:#}");
+    assert_eq!(fired["stale"]["fleet"], 3, "{fired:#}");
+    assert_eq!(
+        fired["stale"]["instances"][0]["instance"], "i-3",
+        "{fired:#}"
+    );
+    let sent = |alert: &serde_json::Value| -> std::time::SystemTime {
+        let at: chrono::DateTime<chrono::Utc> = alert["sent_at"].as_str().unwrap().parse().unwrap();
+        at.into()
+    };
+    let to_fire = sent(&fired).duration_since(silent_since).unwrap();
+    assert!(
+        to_fire <= Duration::from_secs(6),
+        "fired {to_fire:?} after i-3's last write"
+    );
+
+    bucket.upload("i-3", body);
+    let wrote_again = std::time::SystemTime::now();
+    rewrite_until(&mut || bucket.alerts().len() >= 2);
+    let alerts = bucket.alerts();
+    assert_eq!(alerts.len(), 2, "one message each way: {alerts:#?}");
+    assert_eq!(alerts[1]["state"], "resolved");
+    assert_eq!(alerts[1]["reason"], "the stale instances wrote again");
+    let to_resolve = sent(&alerts[1])
+        .duration_since(wrote_again)
+        .unwrap_or_default();
+    assert!(
+        to_resolve <= Duration::from_secs(3),
+        "resolved {to_resolve:?} after i-3 wrote"
+    );
+    eprintln!(
+        "fired {to_fire:?} after the last write; resolved {to_resolve:?} after writing again"
+    );
+    interrupt(&mut child);
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -230,7 +230,7 @@ fn bench_rules(c: &mut Criterion) {
                 black_box(&rules),
                 black_box(&totals),
                 black_box(&changed),
-                false,
+                None,
             )
         })
     });

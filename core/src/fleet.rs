@@ -256,6 +256,13 @@ pub async fn stale_instances<S: StateStore, L: ObjectWriter>(
         _ => None,
     };
     let fleet = Fleet::new(date, prefix, &today, yesterday.as_deref(), now, thresholds);
+    confirm(states, &fleet).await
+}
+
+/// The second phase over the state table: reads the items
+/// [`Fleet::to_confirm`] names and gives the verdict. For a caller that
+/// judges one listing against several thresholds (several `stale:` rules).
+pub async fn confirm<S: StateStore>(states: &S, fleet: &Fleet) -> Result<Staleness, StoreError> {
     let mut deleted = BTreeSet::new();
     for key in fleet.to_confirm() {
         if let Some(state) = states.get(&key).await?

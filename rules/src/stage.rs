@@ -68,14 +68,19 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tally_core::capacity;
+use tally_core::fleet::{self, Fleet, Thresholds};
 use tally_core::key::Date;
+use tally_core::key::UploadKey;
 use tally_core::ports::{
-    AlertStore, Notifier, ObjectWriter, PutOutcome, StoreError, TotalsStore, put_confirmed,
+    AlertStore, Notifier, ObjectWriter, PutOutcome, StateStore, StoreError, TotalsStore,
+    put_confirmed,
 };
 use tally_core::rules::RuleSet;
-use tally_core::rules::alert::{AlertRecord, Trigger, decide};
+use tally_core::rules::alert::{AlertRecord, StaleByRule, Trigger, decide};
+use tally_core::rules::load::Condition;
 use tally_core::snapshot::{self, DayTotals};
 use tally_core::state::BUCKETS;
+use tally_core::state::InstanceState;
 use tracing::{error, info, warn};
 
 /// Where snapshots go, and the outbox lease.
@@ -114,6 +119,9 @@ impl StageConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RulesReport {
     pub records: u64,
+    /// ListObjectsV2 requests a tick made for stale rules (1,000 keys a
+    /// page).
+    pub list_requests: u64,
     /// Evaluations on the clock rather than on a batch.
     pub ticks: u64,
     pub dates: u64,
@@ -241,7 +249,7 @@ where
                     + (BUCKETS as usize).saturating_sub(partials.len()) as u64);
             let day = DayTotals::from_partials(date, &partials);
             let generation = day.generation;
-            let claimed = if trigger == Trigger::Tick {
+            let claimed = if matches!(trigger, Trigger::Tick(_)) {
                 report.read_units += MARK_UNITS;
                 let mark = self.alerts.mark(date).await?;
                 if mark > generation {
@@ -356,18 +364,110 @@ where
     /// [`StageConfig::alert_days`] in all. Each date is tried whatever
     /// happened to the others; the first failure is returned, and the next
     /// tick tries again.
+    ///
+    /// Stale rules need the uploads ([`RulesStage::tick_watching`]); here
+    /// they are reported as rule errors.
     pub async fn tick(&self, rules: &RuleSet, report: &mut RulesReport) -> Result<(), StageError> {
+        self.tick_over::<NoStateTable>(rules, None, report).await
+    }
+
+    /// A tick that also judges the stale rules, from the uploads' listing
+    /// and the state table's tombstones ([`tally_core::fleet`]).
+    pub async fn tick_watching<S: StateStore>(
+        &self,
+        rules: &RuleSet,
+        uploads: &Uploads<'_, S>,
+        report: &mut RulesReport,
+    ) -> Result<(), StageError> {
+        self.tick_over(rules, Some(uploads), report).await
+    }
+
+    async fn tick_over<S: StateStore>(
+        &self,
+        rules: &RuleSet,
+        uploads: Option<&Uploads<'_, S>>,
+        report: &mut RulesReport,
+    ) -> Result<(), StageError> {
         report.ticks += 1;
         let mut first_failure = None;
         for date in self.alerting_dates() {
             report.dates += 1;
-            if let Err(e) = self.process_date(rules, &date, Trigger::Tick, report).await {
+            let verdicts = match uploads {
+                Some(uploads) => self.stale_verdicts(rules, &date, uploads, report).await,
+                None => Ok(StaleByRule::new()),
+            };
+            let result = match verdicts {
+                Ok(verdicts) => {
+                    self.process_date(rules, &date, Trigger::Tick(&verdicts), report)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
                 error!(date = %date, error = %e, "date not evaluated on this tick; the next tick tries again");
                 report.failed += 1;
                 first_failure.get_or_insert(e);
             }
         }
         first_failure.map_or(Ok(()), Err)
+    }
+
+    /// Each stale rule's verdict on `date`: the day's prefix listed once
+    /// (and the day before's while a rule still needs it), judged against
+    /// each rule's thresholds.
+    async fn stale_verdicts<S: StateStore>(
+        &self,
+        rules: &RuleSet,
+        date: &Date,
+        uploads: &Uploads<'_, S>,
+        report: &mut RulesReport,
+    ) -> Result<StaleByRule, StageError> {
+        let stale_rules: Vec<(&str, &Thresholds)> = rules
+            .rules()
+            .iter()
+            .filter_map(|rule| match &rule.condition {
+                Condition::Stale { thresholds, .. } => Some((rule.name.as_str(), thresholds)),
+                _ => None,
+            })
+            .collect();
+        let mut verdicts = StaleByRule::new();
+        if stale_rules.is_empty() {
+            return Ok(verdicts);
+        }
+        let now = (self.clock)();
+        let today = self
+            .objects
+            .list(uploads.bucket, &fleet::day_prefix(uploads.prefix, date))
+            .await?;
+        report.list_requests += list_requests(today.len());
+        let previous = fleet::previous_day(date);
+        let yesterday = match &previous {
+            Some(previous)
+                if stale_rules
+                    .iter()
+                    .any(|(_, t)| fleet::needs_previous_day(date, now, t)) =>
+            {
+                let listed = self
+                    .objects
+                    .list(uploads.bucket, &fleet::day_prefix(uploads.prefix, previous))
+                    .await?;
+                report.list_requests += list_requests(listed.len());
+                Some(listed)
+            }
+            _ => None,
+        };
+        for (name, thresholds) in stale_rules {
+            let yesterday = yesterday
+                .as_deref()
+                .filter(|_| fleet::needs_previous_day(date, now, thresholds));
+            let day_fleet = Fleet::new(date, uploads.prefix, &today, yesterday, now, thresholds);
+            report.read_units += day_fleet.to_confirm().len() as u64;
+            verdicts.insert(
+                name.to_owned(),
+                fleet::confirm(uploads.states, &day_fleet).await?,
+            );
+        }
+        Ok(verdicts)
     }
 
     /// The dates alerts are decided for, newest first, by the stage's clock.
@@ -582,6 +682,54 @@ where
             )
             .await
     }
+}
+
+/// Where a tick finds the fleet's uploads, for stale rules: the bucket and
+/// key prefix they are listed under, and the state table, whose tombstones
+/// say which objects were deleted.
+pub struct Uploads<'a, S> {
+    pub states: &'a S,
+    pub bucket: &'a str,
+    pub prefix: &'a str,
+}
+
+/// No state table: a tick without the uploads never reads one.
+struct NoStateTable;
+
+impl StateStore for NoStateTable {
+    async fn get(&self, key: &UploadKey) -> Result<Option<InstanceState>, StoreError> {
+        Err(StoreError::new(
+            format!("reading the state of {}/{}", key.date, key.instance),
+            "this rules stage was not given the state table",
+        ))
+    }
+
+    async fn put(
+        &self,
+        state: &InstanceState,
+        _precondition: &tally_core::ports::Precondition,
+    ) -> Result<PutOutcome, StoreError> {
+        Err(StoreError::new(
+            format!(
+                "writing the state of {}/{}",
+                state.key.date, state.key.instance
+            ),
+            "the rules stage never writes the state table",
+        ))
+    }
+
+    async fn bucket(&self, date: &Date, bucket: u64) -> Result<Vec<InstanceState>, StoreError> {
+        Err(StoreError::new(
+            format!("reading bucket {bucket} of {date}"),
+            "this rules stage was not given the state table",
+        ))
+    }
+}
+
+/// ListObjectsV2 returns up to 1,000 keys a request; an empty prefix
+/// still costs one.
+fn list_requests(keys: usize) -> u64 {
+    keys.div_ceil(1000).max(1) as u64
 }
 
 /// The longest a Publish may take, with the SDK's retries: the SDK's

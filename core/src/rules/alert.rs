@@ -22,8 +22,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::expr::Totals;
-use super::load::{Condition, Rule, RuleSet, Target};
+use super::load::{Condition, Rule, RuleSet, StaleLimit, Target};
 use super::spec::Severity;
+use crate::fleet::Staleness;
 use crate::key::Date;
 
 /// One alert's outcome at one evaluation.
@@ -41,11 +42,20 @@ pub struct Check {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Finding {
     pub holds: bool,
-    /// For a limit: the counter's total, when it has one.
+    /// For a limit: the counter's total, when it has one; for a stale rule,
+    /// how many instances are stale.
     pub value: Option<i128>,
     /// The totals an expression read.
     pub values: BTreeMap<String, i128>,
+    /// For a stale rule: the verdict on the day's fleet.
+    pub stale: Option<Staleness>,
 }
+
+/// The stale rules' verdicts a tick computed, by rule name.
+pub type StaleByRule = BTreeMap<String, Staleness>;
+
+/// How many silent instances a message names; the count says the rest.
+pub const STALE_NAMED: usize = 20;
 
 impl Check {
     /// The alert's identity within its date: `rule` or `rule#counter`
@@ -62,14 +72,15 @@ pub fn alert_key(rule: &str, counter: Option<&str>) -> String {
     }
 }
 
-/// Evaluates the rules that a change of `changed` can affect, and every
-/// expression when `every_expression` (a tick).
+/// Evaluates the rules that a change of `changed` can affect; on a tick
+/// (`stale` given), every expression and every stale rule too.
 pub fn evaluate(
     rules: &RuleSet,
     totals: &dyn Totals,
     changed: &BTreeSet<String>,
-    every_expression: bool,
+    stale: Option<&StaleByRule>,
 ) -> Vec<Check> {
+    let every_expression = stale.is_some();
     let mut checks = Vec::new();
     for (index, rule) in rules.rules().iter().enumerate() {
         match &rule.condition {
@@ -94,6 +105,7 @@ pub fn evaluate(
                             holds,
                             value,
                             values: BTreeMap::new(),
+                            stale: None,
                         }),
                     });
                 }
@@ -107,9 +119,32 @@ pub fn evaluate(
                             holds: outcome.holds,
                             value: None,
                             values: outcome.values,
+                            stale: None,
                         }),
                     });
                 }
+            }
+            Condition::Stale { limit, .. } => {
+                let Some(verdicts) = stale else {
+                    continue;
+                };
+                let result = match verdicts.get(&rule.name) {
+                    Some(verdict) => Ok(Finding {
+                        holds: limit.breached(verdict.stale.len(), verdict.fleet),
+                        value: Some(verdict.stale.len() as i128),
+                        values: BTreeMap::new(),
+                        stale: Some(verdict.clone()),
+                    }),
+                    None => Err(
+                        "a stale rule needs the uploads' listing, and this rules stage was not given the uploads bucket"
+                            .to_owned(),
+                    ),
+                };
+                checks.push(Check {
+                    rule: index,
+                    counter: None,
+                    result,
+                });
             }
         }
     }
@@ -144,6 +179,74 @@ impl AlertState {
     }
 }
 
+/// A stale rule's verdict, as sent: counts, and the first silent
+/// instances by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleSummary {
+    /// How long an instance may stay silent (`5m`).
+    pub after: String,
+    /// How many stale instances the rule tolerates (`0`, `2%`).
+    pub max: String,
+    /// The instances that count: stale ones included, forgotten ones not.
+    pub fleet: usize,
+    pub stale: usize,
+    pub forgotten: usize,
+    /// The first [`STALE_NAMED`] stale instances, longest silent first.
+    pub instances: Vec<SilentInstance>,
+    /// The first [`STALE_NAMED`] forgotten instances.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forgotten_instances: Vec<SilentInstance>,
+}
+
+/// An instance and when its object was last written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SilentInstance {
+    pub instance: String,
+    pub last_write: DateTime<Utc>,
+}
+
+impl StaleSummary {
+    fn of(verdict: &Staleness, after: std::time::Duration, max: &StaleLimit) -> StaleSummary {
+        let named = |list: &[crate::fleet::LastWrite]| {
+            list.iter()
+                .take(STALE_NAMED)
+                .map(|write| SilentInstance {
+                    instance: write.instance.clone(),
+                    last_write: write.at,
+                })
+                .collect()
+        };
+        StaleSummary {
+            after: super::duration::display(after),
+            max: max.to_string(),
+            fleet: verdict.fleet,
+            stale: verdict.stale.len(),
+            forgotten: verdict.forgotten.len(),
+            instances: named(&verdict.stale),
+            forgotten_instances: named(&verdict.forgotten),
+        }
+    }
+
+    /// `i-3 (last wrote 08:01:00), i-7 (...)`, and how many more.
+    fn named(&self, instances: &[SilentInstance], total: usize) -> String {
+        let mut text = instances
+            .iter()
+            .map(|i| {
+                format!(
+                    "{} (last wrote {})",
+                    i.instance,
+                    i.last_write.format("%H:%M:%S")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        if total > instances.len() {
+            let _ = write!(text, " and {} more", total - instances.len());
+        }
+        text
+    }
+}
+
 /// A limit's bounds, as sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Threshold {
@@ -167,9 +270,13 @@ pub struct Notification {
     #[serde(default)]
     pub reminder: bool,
     /// Why a resolved alert resolved: back within limits, no longer
-    /// reported, no longer true.
+    /// reported, no longer true, the stale instances wrote again or were
+    /// forgotten.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For a stale rule: the silent instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale: Option<StaleSummary>,
     pub severity: Severity,
     pub date: Date,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -442,6 +549,13 @@ fn notification(
             None,
         ),
         Condition::Expr(expression) => (None, Some(expression.source().to_owned())),
+        Condition::Stale { .. } => (None, None),
+    };
+    let stale = match (&rule.condition, &finding.stale) {
+        (Condition::Stale { thresholds, limit }, Some(verdict)) => {
+            Some(StaleSummary::of(verdict, thresholds.after, limit))
+        }
+        _ => None,
     };
     let counters = match (&check.counter, finding.value) {
         (Some(counter), Some(value)) => BTreeMap::from([(counter.clone(), value)]),
@@ -458,6 +572,18 @@ fn notification(
                 "no longer reported: the counter has no contributor today".to_owned()
             }
             (Condition::Expr(_), _) => "the expression is no longer true".to_owned(),
+            (Condition::Stale { limit, .. }, _) => match &stale {
+                Some(summary) if summary.forgotten > 0 => format!(
+                    "at most {limit} instance(s) stale: the others wrote again or were forgotten after {} silent; forgotten: {}",
+                    match &rule.condition {
+                        Condition::Stale { thresholds, .. } =>
+                            super::duration::display(thresholds.forget_after),
+                        _ => String::new(),
+                    },
+                    summary.named(&summary.forgotten_instances, summary.forgotten)
+                ),
+                _ => "the stale instances wrote again".to_owned(),
+            },
         };
         if !rule.keep_firing_for.is_zero() {
             reason.push_str(&format!(
@@ -474,6 +600,7 @@ fn notification(
         state,
         reminder,
         reason,
+        stale,
         severity: rule.severity,
         date: date.clone(),
         counter: check.counter.clone(),
@@ -542,6 +669,14 @@ impl Notification {
         if let Some(expr) = &self.expr {
             set("expr", expr.clone());
         }
+        if let Some(stale) = &self.stale {
+            set("stale", stale.stale.to_string());
+            set("fleet", stale.fleet.to_string());
+            set("forgotten", stale.forgotten.to_string());
+            set("after", stale.after.clone());
+            set("instances", stale.named(&stale.instances, stale.stale));
+            set("max", stale.max.clone());
+        }
         set(
             "values",
             self.counters
@@ -565,6 +700,13 @@ impl Notification {
             (AlertState::Resolved, _) => "RESOLVED".to_owned(),
         };
         let mut subject = format!("{state}: {}", self.rule);
+        if let Some(stale) = &self.stale {
+            let _ = write!(
+                subject,
+                " {} of {} instances silent over {}",
+                stale.stale, stale.fleet, stale.after
+            );
+        }
         if let Some(counter) = &self.counter {
             let value = self
                 .value
@@ -616,6 +758,41 @@ impl Notification {
             line("expr", expr);
             for (name, value) in &self.counters {
                 line("", &format!("{name} = {value}"));
+            }
+        }
+        if let Some(stale) = &self.stale {
+            line(
+                "stale",
+                &format!(
+                    "{} of {} instances silent over {} (more than {} fires)",
+                    stale.stale, stale.fleet, stale.after, stale.max
+                ),
+            );
+            for silent in &stale.instances {
+                line(
+                    "",
+                    &format!(
+                        "{}  last wrote {}",
+                        silent.instance,
+                        silent.last_write.to_rfc3339()
+                    ),
+                );
+            }
+            if stale.stale > stale.instances.len() {
+                line(
+                    "",
+                    &format!("and {} more", stale.stale - stale.instances.len()),
+                );
+            }
+            if stale.forgotten > 0 {
+                line(
+                    "forgotten",
+                    &format!(
+                        "{} instance(s) silent long enough to be taken for decommissioned: {}",
+                        stale.forgotten,
+                        stale.named(&stale.forgotten_instances, stale.forgotten)
+                    ),
+                );
             }
         }
         if let Some(reason) = &self.reason {
@@ -692,8 +869,9 @@ pub enum Trigger<'a> {
     Changed(&'a BTreeSet<String>),
     /// The clock: every alert is decided, whatever changed, so that `for:`,
     /// `keep_firing_for:` and `repeat:` move on totals that stand still,
-    /// and an evaluation lost anywhere is redone.
-    Tick,
+    /// and an evaluation lost anywhere is redone; with the stale rules'
+    /// verdicts the tick computed from the bucket's listing.
+    Tick(&'a StaleByRule),
 }
 
 /// Evaluates the rules that `trigger` concerns on one day's totals and
@@ -711,9 +889,9 @@ pub fn decide(
 ) -> Decisions {
     let mut decisions = Decisions::default();
     let ticked: BTreeSet<String>;
-    let (changed, every_expression) = match trigger {
-        Trigger::Changed(changed) => (changed, false),
-        Trigger::Tick => {
+    let (changed, stale) = match trigger {
+        Trigger::Changed(changed) => (changed, None),
+        Trigger::Tick(stale) => {
             // Every counter with a total, and every counter an alert
             // record names: one that lost its total still resolves.
             ticked =
@@ -724,10 +902,10 @@ pub fn decide(
                         key.split_once('#').map(|(_, counter)| counter.to_owned())
                     }))
                     .collect();
-            (&ticked, true)
+            (&ticked, Some(stale))
         }
     };
-    for check in evaluate(rules, totals, changed, every_expression) {
+    for check in evaluate(rules, totals, changed, stale) {
         decisions.checked += 1;
         let rule = &rules.rules()[check.rule];
         match &check.result {
@@ -947,7 +1125,15 @@ mod tests {
         let records = BTreeMap::from([(record.alert.clone(), record)]);
         // The batch that removed the total was lost; the tick finds the
         // record and the missing total.
-        let ticked = decide(&rules, &date, &day(&[]), Trigger::Tick, &records, 2, at(1));
+        let ticked = decide(
+            &rules,
+            &date,
+            &day(&[]),
+            Trigger::Tick(&StaleByRule::new()),
+            &records,
+            2,
+            at(1),
+        );
         let resolved = ticked.writes[0].outbox.as_ref().unwrap();
         assert_eq!(resolved.state, AlertState::Resolved);
         assert_eq!(
@@ -1014,21 +1200,16 @@ mod tests {
             "{LIMIT}  - name: errors\n    expr: 'sum(\"err.*\") > 3'\n"
         ));
         let totals = day(&[("COUNTER1", 5), ("err.a", 9)]);
+        let checks = evaluate(&rules, &totals, &BTreeSet::from(["other".to_owned()]), None);
+        assert!(checks.is_empty());
         let checks = evaluate(
             &rules,
             &totals,
             &BTreeSet::from(["other".to_owned()]),
-            false,
+            Some(&StaleByRule::new()),
         );
-        assert!(checks.is_empty());
-        let checks = evaluate(&rules, &totals, &BTreeSet::from(["other".to_owned()]), true);
         assert_eq!(checks.len(), 1, "a tick evaluates every expression");
-        let checks = evaluate(
-            &rules,
-            &totals,
-            &BTreeSet::from(["err.b".to_owned()]),
-            false,
-        );
+        let checks = evaluate(&rules, &totals, &BTreeSet::from(["err.b".to_owned()]), None);
         assert_eq!(checks.len(), 1);
         assert!(checks[0].result.as_ref().unwrap().holds);
     }

@@ -18,6 +18,7 @@ use super::duration;
 use super::expr::Expression;
 use super::spec::{RULE_KEYS, RuleSpec, Severity};
 use super::template::Template;
+use crate::fleet::Thresholds;
 
 /// Largest rules file accepted.
 pub const MAX_FILE_BYTES: usize = 1 << 20;
@@ -89,6 +90,40 @@ pub enum Condition {
     },
     /// A boolean expression over the day's totals.
     Expr(Expression),
+    /// Instances that stopped uploading, judged on ticks from the bucket's
+    /// listing (see [`crate::fleet`]).
+    Stale {
+        thresholds: Thresholds,
+        limit: StaleLimit,
+    },
+}
+
+/// How many stale instances a `stale:` rule tolerates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StaleLimit {
+    /// Fire when more than this many are stale.
+    Count(u64),
+    /// Fire when more than this share of the fleet (0 to 1) is stale.
+    Share(f64),
+}
+
+impl StaleLimit {
+    /// Whether `stale` instances out of a fleet of `fleet` breach it.
+    pub fn breached(&self, stale: usize, fleet: usize) -> bool {
+        match *self {
+            StaleLimit::Count(max) => stale as u64 > max,
+            StaleLimit::Share(share) => fleet > 0 && stale as f64 > share * fleet as f64,
+        }
+    }
+}
+
+impl std::fmt::Display for StaleLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StaleLimit::Count(max) => write!(f, "{max}"),
+            StaleLimit::Share(share) => write!(f, "{}%", share * 100.0),
+        }
+    }
 }
 
 /// The counters a limit applies to.
@@ -139,6 +174,8 @@ impl Rule {
         match &self.condition {
             Condition::Limit { target, .. } => target.matches(counter),
             Condition::Expr(expression) => expression.depends_on(counter),
+            // Silence changes no counter: decided on ticks only.
+            Condition::Stale { .. } => false,
         }
     }
 }
@@ -158,6 +195,15 @@ const COMMON_FIELDS: &[&str] = &[
 ];
 const LIMIT_FIELDS: &[&str] = &["counter", "value", "threshold", "breach", "min", "max"];
 const EXPR_FIELDS: &[&str] = &["expr", "values"];
+const STALE_FIELDS: &[&str] = &["stale", "fleet", "forgotten", "instances", "after", "max"];
+
+/// The summary a `stale:` rule gets when it names none.
+pub const DEFAULT_STALE_SUMMARY: &str =
+    "{{stale}} of {{fleet}} instances silent for over {{after}} on {{date}}: {{instances}}";
+
+/// How long a silent instance counts before it is taken for decommissioned,
+/// when a `stale:` rule does not say.
+pub const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(6 * 3600);
 
 /// A checked set of rules, from one or more files.
 #[derive(Debug, Clone, Default)]
@@ -439,6 +485,7 @@ impl FileLoader<'_> {
             ("counter", spec.counter.is_some()),
             ("match", spec.match_.is_some()),
             ("expr", spec.expr.is_some()),
+            ("stale", spec.stale.is_some()),
         ];
         let given: Vec<&str> = kinds
             .iter()
@@ -449,7 +496,7 @@ impl FileLoader<'_> {
             [] => {
                 fail(
                     "name",
-                    "a rule needs `counter:` or `match:` (with `min:`/`max:`), or `expr:`"
+                    "a rule needs `counter:` or `match:` (with `min:`/`max:`), `expr:`, or `stale:`"
                         .to_owned(),
                 );
                 None
@@ -458,11 +505,89 @@ impl FileLoader<'_> {
                 fail(
                     second,
                     format!(
-                        "a rule has exactly one of `counter:`, `match:` and `expr:`; this one has {}",
+                        "a rule has exactly one of `counter:`, `match:`, `expr:` and `stale:`; this one has {}",
                         given.join(" and ")
                     ),
                 );
                 None
+            }
+            ["stale"] => {
+                for key in ["min", "max"] {
+                    if (key == "min" && spec.min.is_some()) || (key == "max" && spec.max.is_some())
+                    {
+                        fail(
+                            key,
+                            format!(
+                                "`{key}:` belongs to a counter limit; a stale rule says `max:` inside `stale:`"
+                            ),
+                        );
+                    }
+                }
+                let stale = spec.stale.clone().unwrap_or_default();
+                let after = match stale.after.as_deref().map(duration::parse) {
+                    None => {
+                        fail(
+                            "stale",
+                            "stale: needs `after:`, how long an instance may stay silent (`after: 5m`)"
+                                .to_owned(),
+                        );
+                        None
+                    }
+                    Some(Ok(after)) => Some(after),
+                    Some(Err(e)) => {
+                        fail("stale", format!("stale: after: {e}"));
+                        None
+                    }
+                };
+                let forget_after = match stale.forget_after.as_deref().map(duration::parse) {
+                    None => Some(DEFAULT_FORGET_AFTER),
+                    Some(Ok(forget_after)) => Some(forget_after),
+                    Some(Err(e)) => {
+                        fail("stale", format!("stale: forget_after: {e}"));
+                        None
+                    }
+                };
+                if let (Some(after), Some(forget_after)) = (after, forget_after)
+                    && forget_after <= after
+                {
+                    fail(
+                        "stale",
+                        format!(
+                            "stale: forget_after ({}) must be longer than after ({}): an instance is stale before it is forgotten",
+                            duration::display(forget_after),
+                            duration::display(after)
+                        ),
+                    );
+                }
+                let limit = match (stale.max, stale.max_share.as_deref()) {
+                    (Some(_), Some(_)) => {
+                        fail(
+                            "stale",
+                            "stale: give `max:` (a count) or `max_share:` (a share of the fleet), not both"
+                                .to_owned(),
+                        );
+                        None
+                    }
+                    (Some(max), None) => Some(StaleLimit::Count(max)),
+                    (None, None) => Some(StaleLimit::Count(0)),
+                    (None, Some(text)) => match parse_share(text) {
+                        Ok(share) => Some(StaleLimit::Share(share)),
+                        Err(e) => {
+                            fail("stale", format!("stale: max_share: {e}"));
+                            None
+                        }
+                    },
+                };
+                match (after, forget_after, limit) {
+                    (Some(after), Some(forget_after), Some(limit)) => Some(Condition::Stale {
+                        thresholds: Thresholds {
+                            after,
+                            forget_after,
+                        },
+                        limit,
+                    }),
+                    _ => None,
+                }
             }
             ["expr"] => {
                 for key in ["min", "max"] {
@@ -600,12 +725,19 @@ impl FileLoader<'_> {
         let for_ = duration_of("for", spec.for_.as_deref());
         let keep_firing_for = duration_of("keep_firing_for", spec.keep_firing_for.as_deref());
         let repeat = duration_of("repeat", spec.repeat.as_deref());
-        let fields = summary_fields(spec.expr.is_some(), &labels, spec.min, spec.max);
+        let kind = if spec.expr.is_some() {
+            Kind::Expr
+        } else if spec.stale.is_some() {
+            Kind::Stale
+        } else {
+            Kind::Limit
+        };
+        let fields = summary_fields(kind, &labels, spec.min, spec.max);
         let summary_source = spec.summary.clone().unwrap_or_else(|| {
-            if spec.expr.is_some() {
-                DEFAULT_EXPR_SUMMARY
-            } else {
-                DEFAULT_LIMIT_SUMMARY
+            match kind {
+                Kind::Expr => DEFAULT_EXPR_SUMMARY,
+                Kind::Stale => DEFAULT_STALE_SUMMARY,
+                Kind::Limit => DEFAULT_LIMIT_SUMMARY,
             }
             .to_owned()
         });
@@ -700,15 +832,39 @@ pub(crate) fn start_of(node: &Node) -> Option<Marker> {
 }
 
 /// The fields a rule's summary may name.
+/// A rule's kind, for the fields its summary may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Limit,
+    Expr,
+    Stale,
+}
+
+/// `2%`, `0.5%`: a share of the fleet, as a fraction.
+fn parse_share(text: &str) -> Result<f64, String> {
+    let number = text
+        .trim()
+        .strip_suffix('%')
+        .ok_or_else(|| format!("{text:?} is not a percentage; write it like \"2%\""))?;
+    match number.trim().parse::<f64>() {
+        Ok(percent) if (0.0..=100.0).contains(&percent) => Ok(percent / 100.0),
+        _ => Err(format!(
+            "{text:?} is not a percentage from 0% to 100%; write it like \"2%\""
+        )),
+    }
+}
+
 fn summary_fields(
-    is_expression: bool,
+    kind: Kind,
     labels: &BTreeMap<String, String>,
     min: Option<i64>,
     max: Option<i64>,
 ) -> Vec<String> {
     let mut fields: Vec<String> = COMMON_FIELDS.iter().map(|f| (*f).to_owned()).collect();
-    if is_expression {
+    if kind == Kind::Expr {
         fields.extend(EXPR_FIELDS.iter().map(|f| (*f).to_owned()));
+    } else if kind == Kind::Stale {
+        fields.extend(STALE_FIELDS.iter().map(|f| (*f).to_owned()));
     } else {
         fields.extend(
             LIMIT_FIELDS
@@ -850,6 +1006,55 @@ rules:
                 .is_empty()
         );
         assert!(RuleSet::load(&[("a.yaml", "rules:\n")]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_stale_rule_loads_with_its_defaults_and_its_mistakes_are_named() {
+        let rules = RuleSet::load(&[(
+            "fleet.yaml",
+            "rules:\n  - name: silent\n    stale: {after: 5m, max_share: \"2%\"}\n",
+        )])
+        .unwrap();
+        match &rules.rules()[0].condition {
+            Condition::Stale { thresholds, limit } => {
+                assert_eq!(thresholds.after, Duration::from_secs(300));
+                assert_eq!(thresholds.forget_after, DEFAULT_FORGET_AFTER);
+                assert_eq!(*limit, StaleLimit::Share(0.02));
+                assert!(limit.breached(3, 100) && !limit.breached(2, 100));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            !rules.rules()[0].depends_on("anything"),
+            "decided on ticks only"
+        );
+        let stale = |body: &str| format!("rules:\n  - name: s\n    stale: {body}\n");
+        one(&stale("{max: 1}"), 3, 12, "stale: needs `after:`");
+        one(
+            &stale("{after: 5m, max: 1, max_share: \"1%\"}"),
+            3,
+            12,
+            "not both",
+        );
+        one(
+            &stale("{after: 1h, forget_after: 30m}"),
+            3,
+            12,
+            "forget_after (30m) must be longer than after (1h)",
+        );
+        one(
+            &stale("{after: 5m, max_share: \"two\"}"),
+            3,
+            12,
+            "is not a percentage",
+        );
+        one(&stale("{after: 5 minutes}"), 3, 12, "stale: after:");
+        one(
+            "rules:\n  - name: s\n    stale: {after: 5m}\n    max: 3\n",
+            4,
+            10,
+            "a stale rule says `max:` inside `stale:`",
+        );
     }
 
     #[test]

@@ -23,8 +23,9 @@ pub struct RulesFileSpec {
     pub rules: Vec<RuleSpec>,
 }
 
-/// One rule: either a limit on counters (`counter` or `match`, with `min`
-/// and/or `max`) or a boolean expression over the day's totals (`expr`).
+/// One rule: a limit on counters (`counter` or `match`, with `min` and/or
+/// `max`), a boolean expression over the day's totals (`expr`), or a watch
+/// on instances that stopped uploading (`stale`).
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
@@ -48,6 +49,9 @@ pub struct RuleSpec {
     /// identifiers (`COUNTER1 > 100`) or with `counter("bids-won")`; see
     /// rules-config/README.md for the functions.
     pub expr: Option<String>,
+    /// Instances that stopped uploading: one alert for the fleet, never one
+    /// per instance.
+    pub stale: Option<StaleSpec>,
     /// How urgent the alert is; also an SNS message attribute to filter on.
     pub severity: Option<Severity>,
     /// Extra labels sent with the alert, for routing and filtering.
@@ -73,6 +77,25 @@ pub struct RuleSpec {
     /// (`30m`, `4h`, `1d`).
     #[schemars(regex(pattern = r"^([0-9]+[smhd])+$"))]
     pub repeat: Option<String>,
+}
+
+/// A `stale:` rule's settings.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StaleSpec {
+    /// An instance is stale when its object was last written longer ago
+    /// than this (`5m`).
+    #[schemars(regex(pattern = r"^([0-9]+[smhd])+$"))]
+    pub after: Option<String>,
+    /// Fire when more than this many instances are stale (default 0).
+    pub max: Option<u64>,
+    /// Or: fire when more than this share of the fleet is stale (`"2%"`).
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?%$"))]
+    pub max_share: Option<String>,
+    /// An instance silent this long is taken for decommissioned: it stops
+    /// counting, and the alert says so (default 6h).
+    #[schemars(regex(pattern = r"^([0-9]+[smhd])+$"))]
+    pub forget_after: Option<String>,
 }
 
 /// How urgent an alert is.
@@ -111,6 +134,7 @@ pub const RULE_KEYS: &[&str] = &[
     "min",
     "max",
     "expr",
+    "stale",
     "severity",
     "labels",
     "summary",

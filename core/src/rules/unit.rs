@@ -31,11 +31,15 @@ use marked_yaml::{LoaderOptions, Node};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::alert::{AlertRecord, AlertState, Notification, RuleError, Trigger, decide};
+use super::alert::{
+    AlertRecord, AlertState, Notification, RuleError, StaleByRule, Trigger, decide,
+};
 use super::expr::Totals;
 use super::load::{Condition, Location, RuleSet};
 use super::spec::Severity;
+use crate::fleet::Fleet;
 use crate::key::Date;
+use crate::ports::ListedObject;
 
 /// A rule-test file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -72,6 +76,12 @@ pub struct EvaluationSpec {
     /// (counters left out have none); once given, it stays until given
     /// again.
     pub contributors: Option<BTreeMap<String, i64>>,
+    /// Each instance's uploads as the bucket lists them, for stale rules:
+    /// `"08:00"` (its object for the test's date was last written then),
+    /// `"yesterday 23:59"` (its object for the day before), `"deleted
+    /// today"` (its object for the test's date was deleted), several joined
+    /// by commas. Once given, they stay until given again.
+    pub uploads: Option<BTreeMap<String, String>>,
     /// The messages sent, in any order; `[]` means none.
     pub alerts: Vec<ExpectedAlert>,
     /// Rules expected to fail to evaluate (division by zero, a missing counter).
@@ -90,6 +100,8 @@ pub struct ExpectedAlert {
     pub value: Option<i64>,
     pub summary: Option<String>,
     pub reminder: Option<bool>,
+    /// Why a resolution resolved (`back within limits`, ...).
+    pub reason: Option<String>,
     /// Labels that must be on the message (others may be too).
     pub labels: Option<BTreeMap<String, String>>,
 }
@@ -248,7 +260,11 @@ fn run_test(
     if !failures.is_empty() {
         return failures;
     }
-    let mut now: DateTime<Utc> = DateTime::from_timestamp(1_447_632_000, 0).unwrap_or_default();
+    // The clock starts at the test's date's midnight (UTC).
+    let mut now: DateTime<Utc> = chrono::NaiveDate::parse_from_str(date.as_str(), "%Y-%m-%d")
+        .ok()
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .map_or_else(DateTime::<Utc>::default, |midnight| midnight.and_utc());
     let mut replay = Replay::default();
     for (index, evaluation) in test.evaluations.iter().enumerate() {
         let step = match evaluation.after.as_deref().map(super::duration::parse) {
@@ -271,6 +287,15 @@ fn run_test(
         }
         if let Some(contributors) = &evaluation.contributors {
             replay.contributors = Some(contributors.clone());
+        }
+        if let Some(uploads) = &evaluation.uploads {
+            match Uploads::parse(&date, uploads) {
+                Ok(uploads) => replay.uploads = Some(uploads),
+                Err(e) => {
+                    failures.push((location_of(index), format!("uploads: {e}")));
+                    return failures;
+                }
+            }
         }
         let (sent, errors) = replay.evaluate(rules, &date, totals, now);
         let here = location_of(index);
@@ -302,18 +327,19 @@ fn run_test(
                 ),
             ));
         }
-        // A rule that reads the fleet's counts cannot be judged by a test
-        // that gives none: it is left out rather than failed.
-        let fleet_given = replay.instances.is_some() || replay.contributors.is_some();
-        let reads_fleet = |rule: &str| {
-            rules.rule(rule).is_some_and(|rule| {
-                matches!(&rule.condition, Condition::Expr(expression) if expression.reads_fleet())
+        // A rule that reads the fleet's counts, or a stale rule, cannot be
+        // judged by a test that gives no counts, or no uploads: it is left
+        // out rather than failed.
+        let counts_given = replay.instances.is_some() || replay.contributors.is_some();
+        let uploads_given = replay.uploads.is_some();
+        let judged = |rule: &str| {
+            rules.rule(rule).is_none_or(|rule| match &rule.condition {
+                Condition::Expr(expression) => counts_given || !expression.reads_fleet(),
+                Condition::Stale { .. } => uploads_given,
+                Condition::Limit { .. } => true,
             })
         };
-        let errors: Vec<&RuleError> = errors
-            .iter()
-            .filter(|e| fleet_given || !reads_fleet(&e.rule))
-            .collect();
+        let errors: Vec<&RuleError> = errors.iter().filter(|e| judged(&e.rule)).collect();
         let errored: BTreeSet<&str> = errors.iter().map(|e| e.rule.as_str()).collect();
         let expected_errors: BTreeSet<&str> =
             evaluation.rule_errors.iter().map(String::as_str).collect();
@@ -348,6 +374,86 @@ pub struct Replay {
     /// The fleet's counts, when the test gives them.
     pub instances: Option<i64>,
     pub contributors: Option<BTreeMap<String, i64>>,
+    /// The bucket's uploads, when the test gives them, for stale rules.
+    pub uploads: Option<Uploads>,
+}
+
+/// A test's bucket as stale rules see it: the listings of the test's date
+/// and of the day before, and the objects deleted on the test's date.
+#[derive(Debug, Clone, Default)]
+pub struct Uploads {
+    today: Vec<ListedObject>,
+    yesterday: Vec<ListedObject>,
+    deleted: BTreeSet<String>,
+}
+
+impl Uploads {
+    fn parse(date: &Date, given: &BTreeMap<String, String>) -> Result<Uploads, String> {
+        let day = chrono::NaiveDate::parse_from_str(date.as_str(), "%Y-%m-%d")
+            .map_err(|e| format!("date {date}: {e}"))?;
+        let previous = day
+            .pred_opt()
+            .ok_or_else(|| format!("date {date} has no day before it"))?;
+        let mut uploads = Uploads::default();
+        for (instance, text) in given {
+            for part in text.split(',').map(str::trim) {
+                let (day, time) = match part.strip_prefix("yesterday ") {
+                    _ if part == "deleted today" => {
+                        uploads.deleted.insert(instance.clone());
+                        continue;
+                    }
+                    Some(time) => (previous, time),
+                    None => (day, part),
+                };
+                let time = chrono::NaiveTime::parse_from_str(time, "%H:%M:%S")
+                    .or_else(|_| chrono::NaiveTime::parse_from_str(time, "%H:%M"))
+                    .map_err(|_| {
+                        format!(
+                            "{instance}: {part:?} is not an upload; write \"08:00\", \"yesterday 23:59\" or \"deleted today\""
+                        )
+                    })?;
+                let listed = ListedObject {
+                    key: format!(
+                        "{}/{}/{instance}",
+                        crate::key::DEFAULT_PREFIX,
+                        day.format("%Y-%m-%d")
+                    ),
+                    etag: String::new(),
+                    last_modified: day.and_time(time).and_utc(),
+                    size: 0,
+                };
+                if day == previous {
+                    uploads.yesterday.push(listed);
+                } else {
+                    uploads.today.push(listed);
+                }
+            }
+        }
+        Ok(uploads)
+    }
+
+    /// Each stale rule's verdict at `now`, as the rules stage computes it
+    /// from the bucket's listings and the state table's tombstones.
+    fn verdicts(&self, rules: &RuleSet, date: &Date, now: DateTime<Utc>) -> StaleByRule {
+        rules
+            .rules()
+            .iter()
+            .filter_map(|rule| match &rule.condition {
+                Condition::Stale { thresholds, .. } => {
+                    let fleet = Fleet::new(
+                        date,
+                        crate::key::DEFAULT_PREFIX,
+                        &self.today,
+                        Some(&self.yesterday),
+                        now,
+                        thresholds,
+                    );
+                    Some((rule.name.clone(), fleet.staleness(&self.deleted)))
+                }
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// A test's day: its totals, and the fleet's counts the test gave.
@@ -403,8 +509,13 @@ impl Replay {
         if !ticked {
             self.generation += 1;
         }
+        let verdicts = self
+            .uploads
+            .as_ref()
+            .map(|uploads| uploads.verdicts(rules, date, now))
+            .unwrap_or_default();
         let trigger = if ticked {
-            Trigger::Tick
+            Trigger::Tick(&verdicts)
         } else {
             Trigger::Changed(&changed)
         };
@@ -449,6 +560,10 @@ fn matches(expected: &ExpectedAlert, note: &Notification) -> bool {
             .is_none_or(|v| note.value == Some(i128::from(v)))
         && expected.summary.as_ref().is_none_or(|s| *s == note.summary)
         && expected.reminder.is_none_or(|r| r == note.reminder)
+        && expected
+            .reason
+            .as_ref()
+            .is_none_or(|r| note.reason.as_ref() == Some(r))
         && expected
             .labels
             .as_ref()
