@@ -367,7 +367,7 @@ fn tally_run_names_an_instance_that_stops_uploading_and_resolves_when_it_writes_
         .unwrap();
     // i-1 and i-2 rewrite the same bytes every half second: nothing
     // changes in the tables, only the objects' write times move.
-    let mut rewrite_until = |done: &mut dyn FnMut() -> bool| {
+    let rewrite_until = |done: &mut dyn FnMut() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !done() {
             assert!(Instant::now() < deadline, "timed out");
