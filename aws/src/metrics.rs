@@ -13,9 +13,11 @@
 //! their figures), or the stage's name outside Lambda. The metrics of each
 //! stage, and which fields of its report each one sums, are
 //! [`Stage::metrics`]; the aggregate function emits the aggregate stage's
-//! per stream batch and [`RECONCILE`]'s per scheduled reconcile.
+//! per stream batch and [`RECONCILE`]'s per scheduled reconcile, the rules
+//! function the rules stage's per stream batch and [`TICK`]'s per tick.
 //! `deploy/template.yaml`'s alarms name them (`UploadsRejected`,
-//! `RuleErrors`, `ReconcileDrift`), and `tests/tests/end_to_end/deploy.rs` checks
+//! `RuleErrors`, `ReconcileDrift`, `Heartbeat`, `NewestUploadAge`), and
+//! `tests/tests/end_to_end/deploy.rs` checks
 //! that every metric an alarm watches is one a function emits, and that
 //! every field named here exists in the stage's report.
 //!
@@ -23,8 +25,13 @@
 //! `Serialize`): this crate knows no stage crate, so the mapping from report
 //! fields to metrics is data here rather than code in each stage.
 //!
+//! A metric may be *optional* ([`Metric::optional`]): when its report field
+//! is absent or null the line leaves it out, rather than saying 0. An
+//! upload age of 0 would read as "an upload this second"; no value is the
+//! truth, and the alarm on it says what it does with no value.
+//!
 //! Few metrics on purpose: CloudWatch bills each metric (name and dimension
-//! value) by the month, and these twelve are the figures an operator acts
+//! value) by the month, and these fourteen are the figures an operator acts
 //! on; the full report of every invocation is in its log line anyway.
 
 use serde::Serialize;
@@ -43,6 +50,8 @@ pub struct Metric {
     pub name: &'static str,
     pub unit: &'static str,
     pub fields: &'static [&'static str],
+    /// Left out of the line when its (single) field is absent or null.
+    pub optional: bool,
 }
 
 const fn count(name: &'static str, fields: &'static [&'static str]) -> Metric {
@@ -50,6 +59,7 @@ const fn count(name: &'static str, fields: &'static [&'static str]) -> Metric {
         name,
         unit: "Count",
         fields,
+        optional: false,
     }
 }
 
@@ -85,32 +95,56 @@ pub const RULES: &[Metric] = &[
 /// path should leave none, so one is worth an alarm.
 pub const RECONCILE: &[Metric] = &[count("ReconcileDrift", &["drift"])];
 
-/// The three stages, and the scheduled reconcile the aggregate function
-/// also runs.
+/// What a tick of the rules stage's clock did: the rules stage's figures,
+/// plus the dead man's switch. `Heartbeat` is 1 for a tick that evaluated
+/// every alerting date and 0 for one that failed, so its sum falls to 0
+/// when the schedule, the function or a permission is gone (the template's
+/// alarm treats no data as breaching). `NewestUploadAge` is the age in
+/// seconds of the newest upload the tick listed, when it listed one: the
+/// fleet (or its path to the bucket) gone silent.
+pub const TICK: &[Metric] = &[
+    count("AlertsSent", &["messages_sent"]),
+    count("RuleErrors", &["rule_errors"]),
+    count("WriteUnits", &["write_units"]),
+    count("ReadUnits", &["read_units"]),
+    count("Heartbeat", &["heartbeat"]),
+    Metric {
+        name: "NewestUploadAge",
+        unit: "Seconds",
+        fields: &["newest_upload_age_seconds"],
+        optional: true,
+    },
+];
+
+/// The three stages, the scheduled reconcile the aggregate function also
+/// runs, and the tick the rules function also runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     Ingest,
     Aggregate,
     Rules,
     Reconcile,
+    Tick,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 4] = [
+    pub const ALL: [Stage; 5] = [
         Stage::Ingest,
         Stage::Aggregate,
         Stage::Rules,
         Stage::Reconcile,
+        Stage::Tick,
     ];
 
-    /// The stage's name: its binary's, or `reconcile` (outside Lambda only:
-    /// in Lambda the dimension is the function's name).
+    /// The stage's name: its binary's, or `reconcile` or `tick` (outside
+    /// Lambda only: in Lambda the dimension is the function's name).
     pub fn name(self) -> &'static str {
         match self {
             Stage::Ingest => "ingest",
             Stage::Aggregate => "aggregate",
             Stage::Rules => "rules",
             Stage::Reconcile => "reconcile",
+            Stage::Tick => "tick",
         }
     }
 
@@ -121,6 +155,7 @@ impl Stage {
             Stage::Aggregate => AGGREGATE,
             Stage::Rules => RULES,
             Stage::Reconcile => RECONCILE,
+            Stage::Tick => TICK,
         }
     }
 }
@@ -154,15 +189,27 @@ pub fn line<R: Serialize>(
     let mut definitions = Vec::new();
     for metric in stage.metrics() {
         let mut sum: u64 = 0;
+        let mut absent = false;
         for field in metric.fields {
             let value = field
                 .split('.')
                 .try_fold(&report, |value, key| value.get(key))
-                .ok_or_else(|| error(metric, field, "missing"))?;
+                .filter(|value| !value.is_null());
+            let value = match value {
+                Some(value) => value,
+                None if metric.optional => {
+                    absent = true;
+                    continue;
+                }
+                None => return Err(error(metric, field, "missing")),
+            };
             let value = value
                 .as_u64()
                 .ok_or_else(|| error(metric, field, "not a whole number"))?;
             sum = sum.saturating_add(value);
+        }
+        if absent {
+            continue;
         }
         document.insert(metric.name.to_owned(), json!(sum));
         definitions.push(json!({ "Name": metric.name, "Unit": metric.unit }));
@@ -272,6 +319,86 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "ingest metric UploadsAccepted: report field written is missing"
+        );
+    }
+
+    #[derive(Serialize)]
+    struct TickLike {
+        messages_sent: u64,
+        rule_errors: u64,
+        write_units: u64,
+        read_units: u64,
+        heartbeat: u64,
+        newest_upload_age_seconds: Option<u64>,
+    }
+
+    fn tick_line(newest_upload_age_seconds: Option<u64>) -> Value {
+        let report = TickLike {
+            messages_sent: 1,
+            rule_errors: 0,
+            write_units: 3,
+            read_units: 130,
+            heartbeat: 1,
+            newest_upload_age_seconds,
+        };
+        let text = line(Stage::Tick, "tally-RulesFunction-x", &report, 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn declared(document: &Value) -> Vec<(String, String)> {
+        document["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .map(|d| (d["Name"].to_string(), d["Unit"].to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_tick_beats_the_heartbeat_and_gives_the_newest_uploads_age_in_seconds() {
+        let document = tick_line(Some(75));
+        assert_eq!(document["Heartbeat"], 1);
+        assert_eq!(document["NewestUploadAge"], 75);
+        assert_eq!(document["AlertsSent"], 1);
+        assert!(
+            declared(&document).contains(&("\"NewestUploadAge\"".into(), "\"Seconds\"".into()))
+        );
+    }
+
+    #[test]
+    fn a_tick_that_listed_no_upload_leaves_the_age_out_rather_than_saying_zero() {
+        let document = tick_line(None);
+        assert_eq!(document["Heartbeat"], 1);
+        assert!(document.get("NewestUploadAge").is_none(), "{document}");
+        assert!(
+            declared(&document)
+                .iter()
+                .all(|(name, _)| name != "\"NewestUploadAge\""),
+            "{document}"
+        );
+        // A metric that is not optional still names a missing field.
+        #[derive(Serialize)]
+        struct NoHeartbeat {
+            messages_sent: u64,
+            rule_errors: u64,
+            write_units: u64,
+            read_units: u64,
+        }
+        let report = NoHeartbeat {
+            messages_sent: 0,
+            rule_errors: 0,
+            write_units: 0,
+            read_units: 0,
+        };
+        let error = line(Stage::Tick, "tick", &report, 0)
+            .err()
+            .unwrap_or_else(|| panic!("a missing heartbeat went unnoticed"));
+        assert_eq!(
+            error.to_string(),
+            "tick metric Heartbeat: report field heartbeat is missing"
         );
     }
 

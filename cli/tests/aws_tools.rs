@@ -49,3 +49,52 @@ fn dev_up_refuses_to_create_anything_without_an_endpoint() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr.contains("AWS_ENDPOINT_URL is not set"), "{stderr}");
 }
+
+#[test]
+fn invoke_rules_takes_a_tick_and_names_an_event_it_does_not_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(&garbage, r#"{"hello": 1}"#).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["invoke", "rules", "--event"])
+        .arg(&garbage)
+        .output()
+        .unwrap();
+    let (_, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("garbage.json is not an event the rules function takes")
+            && stderr.contains(r#"nor a tick ({"tick": {}}"#),
+        "{stderr}"
+    );
+    // A tick needs no file; it is the rules function's alone.
+    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["invoke", "aggregate", "--tick"])
+        .output()
+        .unwrap();
+    let (_, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--tick applies to `tally invoke rules` only"),
+        "{stderr}"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["invoke", "rules"])
+        .output()
+        .unwrap();
+    let (_, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--event <FILE>"), "{stderr}");
+    // Past the event, a tick goes on to the function's environment.
+    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["invoke", "rules", "--tick"])
+        .env_remove("TALLY_PARTIALS_TABLE")
+        .output()
+        .unwrap();
+    let (_, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("TALLY_PARTIALS_TABLE is not set"),
+        "{stderr}"
+    );
+}

@@ -43,6 +43,15 @@ fn the_sample_workload_by_default_and_tally_costs_less() {
     // Every measured figure at this workload is reproduced.
     assert!(stdout.contains("matches"), "{stdout}");
     assert!(!stdout.contains("DIFFERS"), "{stdout}");
+    // The rules stage's clock, on its own line, then with tally's total.
+    let [ticks, with_ticks] = dollars(&stdout, "ticks per year")[..] else {
+        panic!("two figures on the ticks' line:\n{stdout}");
+    };
+    let [tally_year, _] = dollars(&stdout, "total per year")[..] else {
+        panic!("two figures on the yearly total:\n{stdout}");
+    };
+    assert!(0.0 < ticks && ticks < tally_year, "{ticks} vs {tally_year}");
+    assert!((tally_year + ticks - with_ticks).abs() < 0.011, "{stdout}");
     for label in ["total per month", "total per year"] {
         let [tally, per_counter] = dollars(&stdout, label)[..] else {
             panic!("two figures on {label:?}:\n{stdout}");

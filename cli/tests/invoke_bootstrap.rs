@@ -259,13 +259,23 @@ fn what_is_not_a_bootstrap_is_refused_with_what_to_pass() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("is a zip; unzip it first"), "{stderr}");
 
-    // A stream function's event is checked before anything starts.
+    // A stream function's event is checked before anything starts; the
+    // rules function's names both shapes it takes, a batch and a tick.
     let event = fake.event(r#"{"Records": 5}"#);
-    let output = fake.invoke("rules", &event, "echo", &[]);
+    let output = fake.invoke("aggregate", &event, "echo", &[]);
     let (_, stderr) = texts(&output);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("is not a DynamoDB stream event as Lambda delivers it"),
+        "{stderr}"
+    );
+    let output = fake.invoke("rules", &event, "echo", &[]);
+    let (_, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is not an event the rules function takes")
+            && stderr.contains("not a DynamoDB stream batch")
+            && stderr.contains(r#"nor a tick ({"tick": {}}"#),
         "{stderr}"
     );
 

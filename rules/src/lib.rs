@@ -11,6 +11,9 @@
 //!
 //! - [`stage`]: one date's evaluation, the outbox, the snapshot;
 //! - [`handler`]: a DynamoDB stream batch in, `batchItemFailures` out;
+//! - [`invocation`]: what the function was invoked with, a stream batch or
+//!   a tick of the clock (the schedule's `{"tick": {}}`), and the tick's
+//!   heartbeat;
 //! - [`changes`]: which dates and counters a batch of the totals stream
 //!   asks to evaluate (the handler's and the embedded runtime's rule);
 //! - [`source`]: which rules apply: bundled at build time, or from a bucket
@@ -24,6 +27,7 @@
 pub mod bundle;
 pub mod changes;
 pub mod handler;
+pub mod invocation;
 #[cfg(feature = "aws")]
 pub mod settings;
 pub mod source;

@@ -1,7 +1,9 @@
-//! The `rules` Lambda: clients built once, the handler borrowed into the runtime.
+//! The `rules` Lambda: clients built once, the handler borrowed into the
+//! runtime. A stream batch or a tick of the schedule goes to the stage
+//! ([`tally_rules::invocation`]); its metrics line goes to the log.
 
-use aws_lambda_events::event::dynamodb::Event;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::Value;
 use tally_rules::settings::Settings;
 use tally_rules::wiring;
 
@@ -13,11 +15,11 @@ async fn main() -> Result<(), Error> {
     let stage = wiring::stage(&sdk, &settings);
     let source = wiring::rule_source(&sdk, &settings);
     let (stage, source) = (&stage, &source);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let rules = source.current().await;
-        let (response, report) = stage.handle(&rules, &event.payload).await;
-        tally_aws::metrics::emit(tally_aws::metrics::Stage::Rules, &report);
-        Ok::<_, Error>(response)
+        let handled = stage.invoke(&rules, event.payload).await?;
+        handled.emit();
+        Ok::<_, Error>(handled.into_response()?)
     }))
     .await
 }

@@ -8,6 +8,8 @@
 //! | `TALLY_ALERT_TOPIC_ARN` | required | the SNS topic on-call subscribe to |
 //! | `TALLY_SNAPSHOT_BUCKET` | required | where the downstream job's snapshot goes |
 //! | `TALLY_SNAPSHOT_PREFIX` | `totals` | its key prefix |
+//! | `TALLY_BUCKET` | `TALLY_SNAPSHOT_BUCKET` | the bucket the fleet uploads to, which a tick lists |
+//! | `TALLY_COUNTERS_PREFIX` | `counters` | the uploads' key prefix there |
 //! | `TALLY_RULES_BUCKET` | unset | when set, rules come from `*.yaml` under `TALLY_RULES_PREFIX` there |
 //! | `TALLY_RULES_PREFIX` | `rules/` | |
 //! | `TALLY_RULES_REFRESH_SECONDS` | `60` | how often that prefix is listed |
@@ -30,6 +32,10 @@ pub struct Settings {
     pub alert_topic_arn: String,
     pub snapshot_bucket: String,
     pub snapshot_prefix: String,
+    /// The bucket the fleet uploads to, listed by a tick.
+    pub uploads_bucket: String,
+    /// The uploads' key prefix, without a trailing slash.
+    pub counters_prefix: String,
     /// Bucket and prefix of the rules files, when not bundled.
     pub rules_location: Option<(String, String)>,
     pub rules_refresh: Duration,
@@ -44,6 +50,8 @@ pub const VARIABLES: &[&str] = &[
     "TALLY_ALERT_TOPIC_ARN",
     "TALLY_SNAPSHOT_BUCKET",
     "TALLY_SNAPSHOT_PREFIX",
+    "TALLY_BUCKET",
+    "TALLY_COUNTERS_PREFIX",
     "TALLY_RULES_BUCKET",
     "TALLY_RULES_PREFIX",
     "TALLY_RULES_REFRESH_SECONDS",
@@ -69,7 +77,7 @@ impl Settings {
             2,
             "a whole number of days above 0 (2: today and yesterday)",
         )?;
-        Ok(Settings {
+        let mut settings = Settings {
             partials_table: env.required(
                 "TALLY_PARTIALS_TABLE",
                 "the aggregate stage's partial items table",
@@ -88,6 +96,12 @@ impl Settings {
                 || "totals".to_owned(),
                 |prefix| prefix.trim_end_matches('/').to_owned(),
             ),
+            // The snapshot's bucket unless told: the template puts both in one.
+            uploads_bucket: String::new(),
+            counters_prefix: env.optional("TALLY_COUNTERS_PREFIX").map_or_else(
+                || "counters".to_owned(),
+                |prefix| prefix.trim_end_matches('/').to_owned(),
+            ),
             rules_location: env.optional("TALLY_RULES_BUCKET").map(|bucket| {
                 let prefix = env
                     .optional("TALLY_RULES_PREFIX")
@@ -100,7 +114,11 @@ impl Settings {
                 value: alert_days.to_string(),
                 expected: "a whole number of days above 0 (2: today and yesterday)",
             })?,
-        })
+        };
+        settings.uploads_bucket = env
+            .optional("TALLY_BUCKET")
+            .unwrap_or_else(|| settings.snapshot_bucket.clone());
+        Ok(settings)
     }
 }
 
@@ -133,6 +151,9 @@ mod tests {
     fn defaults_apply_and_rules_are_bundled_unless_a_bucket_is_named() {
         let settings = Settings::from_lookup(lookup(REQUIRED)).unwrap();
         assert_eq!(settings.snapshot_prefix, "totals");
+        // A tick lists the uploads where the snapshot goes, unless told.
+        assert_eq!(settings.uploads_bucket, "b");
+        assert_eq!(settings.counters_prefix, "counters");
         assert_eq!(settings.rules_location, None);
         assert_eq!(settings.rules_refresh, Duration::from_secs(60));
         let mut with_bucket = REQUIRED.to_vec();

@@ -142,6 +142,10 @@ pub struct RulesReport {
     /// transactional writes at twice the units).
     pub read_units: u64,
     pub write_units: u64,
+    /// On a tick: the age in seconds of the newest upload its listing of
+    /// the uploads found, if it found one (the dead man's switch's
+    /// `NewestUploadAge`).
+    pub newest_upload_age_seconds: Option<u64>,
 }
 
 /// Why a date could not be processed; the batch is redelivered.

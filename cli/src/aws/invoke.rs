@@ -8,7 +8,8 @@
 //! environment variables and behaves the same; only the event comes from a
 //! file instead of an event source. The event is decoded as the Lambda
 //! runtime decodes it: ingest takes any JSON (SNS, S3 or SQS events),
-//! aggregate and rules a DynamoDB stream event.
+//! aggregate a DynamoDB stream event, rules a DynamoDB stream event or the
+//! tick schedule's `{"tick": {}}` (`--tick` sends it without a file).
 //!
 //! The response JSON (what Lambda would get back) goes to stdout; a line
 //! saying what the handler did goes to stderr.
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
+use tally_rules::invocation::{Handled, TICK_EVENT};
 
 use super::Aws;
 
@@ -42,6 +44,7 @@ pub enum Function {
 Examples:
   tally invoke ingest --event tests/fixtures/aws-events/s3-put.json
   tally invoke aggregate --event batch.json
+  tally invoke rules --tick
   aws sqs receive-message ... | jq '...' | tally invoke ingest --event -
   tally invoke ingest --event e.json --bootstrap target/lambda/x86_64/ingest/bootstrap
 
@@ -63,8 +66,12 @@ pub struct InvokeArgs {
     #[arg(value_enum)]
     function: Function,
     /// The event as Lambda would deliver it: a JSON file, or - for stdin.
-    #[arg(long, value_name = "FILE")]
-    event: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "tick")]
+    event: Option<PathBuf>,
+    /// For rules: a tick of the clock, the event the tick schedule sends
+    /// ({"tick": {}}), instead of an event file.
+    #[arg(long, conflicts_with = "event")]
+    tick: bool,
     /// For rules: the rules in this folder's *.yaml instead of the bundled
     /// ones or TALLY_RULES_BUCKET.
     #[arg(long, value_name = "DIR")]
@@ -87,12 +94,7 @@ pub struct InvokeArgs {
 }
 
 pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
-    let text = read_event(&args.event)?;
-    let shown = if args.event.as_os_str() == "-" {
-        "the event on stdin".to_owned()
-    } else {
-        args.event.display().to_string()
-    };
+    let (text, shown) = event_text(&args)?;
     let payload: Value = serde_json::from_str(&text)
         .with_context(|| format!("{shown} is not JSON; pass the event as Lambda delivers it"))?;
     if args.rules.is_some() && args.function != Function::Rules {
@@ -136,9 +138,11 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
             (response, failed)
         }
         Function::Rules => {
+            // Checked before the environment, so a wrong file is named as such.
+            tally_rules::invocation::decode_invocation(payload.clone())
+                .with_context(|| format!("{shown} is not an event the rules function takes"))?;
             let settings =
                 tally_rules::settings::Settings::from_env().map_err(|e| anyhow!("{e}"))?;
-            let event = stream_event(payload, &shown)?;
             let aws = Aws::load().await?;
             let stage = tally_rules::wiring::stage(&aws.sdk, &settings);
             let rules = match &args.rules {
@@ -149,9 +153,21 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
                         .await
                 }
             };
-            let (response, report) = stage.handle(&rules, &event).await;
-            eprintln!("rules: {}", serde_json::to_string(&report)?);
-            let response = serde_json::to_value(&response)?;
+            let handled = stage
+                .invoke(&rules, payload)
+                .await
+                .with_context(|| format!("{shown} is not an event the rules function takes"))?;
+            match &handled {
+                Handled::Stream { report, .. } => {
+                    eprintln!("rules: {}", serde_json::to_string(report)?)
+                }
+                Handled::Tick { report, .. } => {
+                    eprintln!("rules tick: {}", serde_json::to_string(report)?)
+                }
+            }
+            let response = handled
+                .into_response()
+                .map_err(|e| anyhow!("the invocation failed (the schedule would retry it): {e}"))?;
             let failed = count_failures(&response);
             (response, failed)
         }
@@ -181,8 +197,15 @@ async fn run_bootstrap(
     }
     // The same check the function's runtime makes, made here so a wrong
     // file is named as such rather than as the function's error.
-    if args.function != Function::Ingest {
-        stream_event(payload, shown)?;
+    match args.function {
+        Function::Ingest => {}
+        Function::Aggregate => {
+            stream_event(payload, shown)?;
+        }
+        Function::Rules => {
+            tally_rules::invocation::decode_invocation(payload)
+                .with_context(|| format!("{shown} is not an event the rules function takes"))?;
+        }
     }
     let name = match args.function {
         Function::Ingest => "ingest",
@@ -245,6 +268,29 @@ async fn run_bootstrap(
             String::from_utf8_lossy(&body)
         )),
     }
+}
+
+/// The event's text, and how to name it in messages: the tick's, or the
+/// file's (`-`: stdin).
+fn event_text(args: &InvokeArgs) -> anyhow::Result<(String, String)> {
+    if args.tick {
+        if args.function != Function::Rules {
+            return Err(anyhow!(
+                "--tick applies to `tally invoke rules` only (the rules stage's clock); pass --event"
+            ));
+        }
+        return Ok((TICK_EVENT.to_owned(), "the tick event".to_owned()));
+    }
+    let path = args
+        .event
+        .as_deref()
+        .ok_or_else(|| anyhow!("pass --event FILE (or --tick for rules)"))?;
+    let shown = if path.as_os_str() == "-" {
+        "the event on stdin".to_owned()
+    } else {
+        path.display().to_string()
+    };
+    Ok((read_event(path)?, shown))
 }
 
 fn read_event(path: &Path) -> anyhow::Result<String> {

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use super::parse::{parse_duration_ms, parse_percent, parse_window};
+use super::parse::{parse_duration_ms, parse_hours, parse_percent, parse_window};
 use super::prices::{HOURS_PER_MONTH, Prices};
 
 /// Everything the estimate depends on, validated.
@@ -25,6 +25,8 @@ pub struct Inputs {
     #[command(flatten)]
     #[serde(rename = "seed")]
     pub per_counter: PerCounterLambdas,
+    #[command(flatten)]
+    pub ticks: Ticks,
     #[command(flatten)]
     pub prices: Prices,
 }
@@ -129,4 +131,24 @@ pub struct PerCounterLambdas {
     /// records arrived).
     #[arg(id = "seed_batch_size", long = "seed-batch-size", value_name = "RECORDS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub batch_size: u64,
+}
+
+/// The rules stage's clock, as the template deploys it.
+#[derive(Debug, Clone, PartialEq, Serialize, clap::Args)]
+#[command(next_help_heading = "The rules stage's ticks")]
+pub struct Ticks {
+    /// Seconds between ticks (the template's TickSchedule: one a minute).
+    #[arg(long = "tick", value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(60..=86_400))]
+    pub tick_seconds: u64,
+    /// Dates a tick evaluates (the rules stage's TALLY_ALERT_DAYS: today and yesterday).
+    #[arg(long, value_name = "DAYS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=35))]
+    pub alert_days: u64,
+    /// Hours into a day during which a tick also lists yesterday's uploads
+    /// (a stale rule's forget_after).
+    #[arg(long, value_name = "HOURS", default_value_t = 6.0, value_parser = parse_hours)]
+    pub forget_after_hours: f64,
+    /// A tick's Lambda duration (assumed: it reads what a rules batch reads
+    /// and lists the uploads).
+    #[arg(long, value_name = "MS", default_value_t = 250.0, value_parser = parse_duration_ms)]
+    pub tick_ms: f64,
 }

@@ -38,6 +38,8 @@
 //! - [`bill`]: units to dollars, the same for both designs;
 //! - [`tally_model`] and [`per_counter_model`]: each design's units per
 //!   period (the latter also prices `tally demo`'s rounds);
+//! - [`tick_model`]: what the rules stage's clock adds, per tick and per
+//!   year, whatever the uploads do (printed as its own line);
 //! - [`report`]: what is printed, as text or JSON ([`numbers`] formats).
 //!
 //! Numbers are `f64` because batches per period can be fractional (a
@@ -54,6 +56,7 @@ pub(crate) mod per_counter_model;
 mod prices;
 mod report;
 mod tally_model;
+mod tick_model;
 
 use anyhow::Result;
 
@@ -114,12 +117,14 @@ fn estimate(inputs: &Inputs) -> Result<Estimate, CostError> {
         };
     let uploads_per_month = inputs.workload.instances as f64 * periods;
     let checks = report::checks(inputs, &fleet, &stages, per_counter_items.as_ref());
+    let ticks = tick_model::ticks(inputs, &stages);
     Ok(Estimate {
         inputs: inputs.clone(),
         periods_per_month: periods,
         assumptions: report::assumptions(inputs, &stages, per_counter_items.as_ref()),
         tally,
         tally_stages: stages,
+        ticks,
         per_counter,
         per_counter_items,
         per_counter_infeasible,
@@ -228,6 +233,42 @@ mod tests {
             assert_eq!(e.tally_stages.aggregate_read_units, ru, "{size} {percent}");
             assert!(e.checks.iter().all(|c| c.matches), "{:?}", e.checks);
         }
+    }
+
+    #[test]
+    fn a_tick_a_minute_reads_what_a_batch_reads_per_date_and_lists_by_the_thousand() {
+        let e = with(|_| {});
+        let t = &e.ticks;
+        assert_eq!(t.ticks_per_year, 525_600.0);
+        // Today's and yesterday's partials read twice, each mark, each
+        // day's alert records: docs/design.md §6's 130, twice.
+        assert_eq!(t.read_units_per_tick, 260.0);
+        // One page of 100 keys; yesterday's too for 6 of the 24 hours.
+        assert_eq!(t.list_requests_per_tick, 1.25);
+        let d = &t.per_year_usd;
+        assert!((d.dynamodb - 525_600.0 * 260.0 / 1e6 * 0.125).abs() < 1e-6);
+        assert!((d.s3_list - 525_600.0 * 1.25 / 1000.0 * 0.005).abs() < 1e-6);
+        let parts = d.dynamodb + d.s3_list + d.lambda + d.scheduler + d.logs + d.metrics_and_alarms;
+        assert!((d.total - parts).abs() < 1e-9);
+        // The ticks do not change what the uploads cost.
+        assert_eq!(
+            e.tally.per_year_usd,
+            with(|i| i.ticks.tick_seconds = 3600).tally.per_year_usd
+        );
+
+        // At 100,000 instances the listing is 100 pages, 125 a tick on
+        // average; the partials' reads do not grow with the fleet.
+        let large = with(|i| i.workload.instances = 100_000);
+        assert_eq!(large.ticks.list_requests_per_tick, 125.0);
+        assert_eq!(large.ticks.read_units_per_tick, 260.0);
+        assert!(large.ticks.per_year_usd.s3_list > 300.0);
+        // A tick every five minutes costs a fifth, but for the fixed metrics.
+        let slow = with(|i| i.ticks.tick_seconds = 300);
+        assert!(
+            (slow.ticks.per_year_usd.dynamodb * 5.0 - d.dynamodb).abs() < 1e-6,
+            "{:?}",
+            slow.ticks
+        );
     }
 
     #[test]

@@ -51,6 +51,14 @@ pub fn parse_duration_ms(text: &str) -> Result<f64, String> {
     Ok(value)
 }
 
+pub fn parse_hours(text: &str) -> Result<f64, String> {
+    let value = parse_number(text, "a number of hours", "6")?;
+    if !(0.0..=24.0).contains(&value) {
+        return Err(format!("{text} hours is not within a day; give 0 to 24"));
+    }
+    Ok(value)
+}
+
 pub fn parse_price(text: &str) -> Result<f64, String> {
     parse_number(text.trim_start_matches('$'), "a price in dollars", "0.625")
 }
@@ -65,6 +73,7 @@ mod tests {
         assert!(parse_price("-1").unwrap_err().contains("such as"));
         assert!(parse_window("400").unwrap_err().contains("300"));
         assert!(parse_duration_ms("0").unwrap_err().contains("1 to 900000"));
+        assert!(parse_hours("25").unwrap_err().contains("0 to 24"));
         assert_eq!(parse_percent("10%"), Ok(10.0));
         assert_eq!(parse_price("$0.5"), Ok(0.5));
     }

@@ -51,9 +51,22 @@ pub struct Prices {
     /// S3: dollars per thousand GET or HEAD requests.
     #[arg(long = "s3-get-price", value_name = "USD", default_value_t = 0.0004, value_parser = parse_price)]
     pub s3_get_per_thousand: f64,
-    /// S3: dollars per thousand PUT requests.
+    /// S3: dollars per thousand PUT requests (and LIST requests, billed alike).
     #[arg(long = "s3-put-price", value_name = "USD", default_value_t = 0.005, value_parser = parse_price)]
     pub s3_put_per_thousand: f64,
+    /// EventBridge Scheduler: dollars per million invocations (the first 14
+    /// million a month are free; not counted here).
+    #[arg(long = "scheduler-price", value_name = "USD", default_value_t = 1.00, value_parser = parse_price)]
+    pub scheduler_per_million: f64,
+    /// CloudWatch Logs: dollars per GB ingested.
+    #[arg(long = "logs-price", value_name = "USD", default_value_t = 0.50, value_parser = parse_price)]
+    pub logs_per_gb: f64,
+    /// CloudWatch: dollars per custom metric per month.
+    #[arg(long = "metric-price", value_name = "USD", default_value_t = 0.30, value_parser = parse_price)]
+    pub metric_month: f64,
+    /// CloudWatch: dollars per standard alarm per month.
+    #[arg(long = "alarm-price", value_name = "USD", default_value_t = 0.10, value_parser = parse_price)]
+    pub alarm_month: f64,
 }
 
 /// How DynamoDB bills reads and writes.

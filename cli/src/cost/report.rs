@@ -18,6 +18,7 @@ use super::per_counter_model::{
 };
 use super::prices::{Billing, HOURS_PER_MONTH};
 use super::tally_model::{SNAPSHOT_PUTS, TallyStages};
+use super::tick_model::{KEYS_PER_LIST_PAGE, TICK_ALARMS, TICK_METRICS, TickCost};
 
 /// A figure measured in docs/design.md, next to what this model computes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -46,6 +47,8 @@ pub struct Estimate {
     pub periods_per_month: f64,
     pub tally: DesignCost,
     pub tally_stages: TallyStages,
+    /// The rules stage's clock, on top of `tally`.
+    pub ticks: TickCost,
     /// The per-counter design's cost; `None` when it cannot hold the fleet
     /// (`per_counter_infeasible` says why). The JSON keeps the keys it has
     /// always had (`seed`, `seed_items`, ...): scripts read them.
@@ -403,6 +406,15 @@ pub fn render(e: &Estimate) -> String {
         );
     }
 
+    let tk = &e.ticks;
+    let _ = writeln!(
+        out,
+        "{:<28}{:>18}   one every {} s, on top of tally's total: {} with the ticks",
+        "ticks per year",
+        usd(tk.per_year_usd.total),
+        tk.tick_seconds,
+        usd(t.per_year_usd + tk.per_year_usd.total)
+    );
     let _ = writeln!(
         out,
         "\nWhere the units come from, per {} s period:",
@@ -447,6 +459,29 @@ pub fn render(e: &Estimate) -> String {
             count(st.rules_batches, "batch"),
             amount(st.rules_read_units_per_batch),
             amount(st.rules_write_units_per_batch),
+        ),
+    );
+    let d = &tk.per_year_usd;
+    wrap(
+        &mut out,
+        "  tally ticks        ",
+        &format!(
+            "{} a year, each over {} alerting dates: {} RU (per date what a rules batch reads, {} RU), {} LIST requests on average ({} keys a page, yesterday's prefix too in the first {} h), one Scheduler and one Lambda invocation ({:.4} GB-s), {} B of logs. A year: DynamoDB {}, S3 LIST {}, Lambda {}, Scheduler {}, logs {}, and {TICK_METRICS} metrics and {TICK_ALARMS} alarms {}.",
+            grouped(tk.ticks_per_year),
+            tk.dates_per_tick,
+            amount(tk.read_units_per_tick),
+            amount(st.rules_read_units_per_batch),
+            tk.list_requests_per_tick,
+            grouped(KEYS_PER_LIST_PAGE as f64),
+            amount(e.inputs.ticks.forget_after_hours),
+            tk.gb_seconds_per_tick,
+            grouped(tk.log_bytes_per_tick as f64),
+            usd(d.dynamodb),
+            usd(d.s3_list),
+            usd(d.lambda),
+            usd(d.scheduler),
+            usd(d.logs),
+            usd(d.metrics_and_alarms)
         ),
     );
     match (&e.per_counter_items, &e.per_counter_infeasible) {

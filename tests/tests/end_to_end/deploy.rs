@@ -23,7 +23,12 @@
 //!   topic, queue and table; TLS-only policies on topics and queues;
 //! - **alarms**: on every function's errors, each stream's iterator age,
 //!   each dead-letter queue, and on tally's own metrics, whose names must
-//!   be metrics the functions emit (`tally_aws::metrics`).
+//!   be metrics the functions emit (`tally_aws::metrics`);
+//! - **the clock**: the schedule that ticks the rules function with an
+//!   event it decodes as a tick, its role (it may only invoke that
+//!   function), the heartbeat alarm on-call rely on (missing data is
+//!   breaching, to the operations topic) and the rules role's listing of
+//!   the uploads, kept to the counters prefix.
 //!
 //! The template uses the long form of intrinsic functions (`Fn::Sub:`, not
 //! `!Sub`), so it parses as plain YAML; a test fails if a short form creeps in.
@@ -353,6 +358,9 @@ fn the_environment_names_the_right_resources() {
                 ("TALLY_ALERT_TOPIC_ARN", reference("AlertTopic")),
                 ("TALLY_SNAPSHOT_BUCKET", reference("CountersBucketName")),
                 ("TALLY_SNAPSHOT_PREFIX", reference("SnapshotPrefix")),
+                // Where a tick lists the uploads.
+                ("TALLY_BUCKET", reference("CountersBucketName")),
+                ("TALLY_COUNTERS_PREFIX", reference("CountersPrefix")),
                 (
                     "TALLY_RULES_BUCKET",
                     json!({"Fn::If": ["RulesFromBucket", {"Ref": "CountersBucketName"}, {"Ref": "AWS::NoValue"}]}),
@@ -873,8 +881,8 @@ fn each_role_allows_exactly_what_its_function_does() {
             "RulesRole".to_owned()
         ])
     );
-    // The fourth role is the reconcile schedule's (checked below).
-    assert_eq!(of_type(&t, "AWS::IAM::Role").len(), 4);
+    // The fourth and fifth are the reconcile and tick schedules' (checked below).
+    assert_eq!(of_type(&t, "AWS::IAM::Role").len(), 5);
     assert!(of_type(&t, "AWS::IAM::Policy").is_empty());
     assert!(of_type(&t, "AWS::IAM::ManagedPolicy").is_empty());
 
@@ -933,7 +941,9 @@ fn each_role_allows_exactly_what_its_function_does() {
     // ConditionCheckItem and PutItem); Publish to the encrypted alert topic
     // (SNS asks KMS for a data key on the publisher's behalf); the snapshot
     // PUTs; with rules in the bucket, ListObjectsV2 and GetObject under
-    // their prefix. It reads no totals: only their stream.
+    // their prefix. It reads no totals: only their stream. A tick lists the
+    // uploads (ListObjectsV2 under the counters prefix, checked below) and
+    // reads the state item of an instance that looks stale (GetItem).
     assert_eq!(
         grants(&t, "RulesRole"),
         pairs(&[
@@ -948,6 +958,7 @@ fn each_role_allows_exactly_what_its_function_does() {
             ("dynamodb:GetItem", "AlertsTable.Arn"),
             ("dynamodb:PutItem", "AlertsTable.Arn"),
             ("dynamodb:ConditionCheckItem", "AlertsTable.Arn"),
+            ("dynamodb:GetItem", "StateTable.Arn"),
             ("sns:Publish", "ref:AlertTopic"),
             ("kms:GenerateDataKey", "TopicKey.Arn"),
             ("kms:Decrypt", "TopicKey.Arn"),
@@ -963,16 +974,31 @@ fn each_role_allows_exactly_what_its_function_does() {
             ("sqs:SendMessage", "RulesDeadLetterQueue.Arn"),
         ])
     );
-    // The rules listing is confined to the rules prefix.
-    let listing =
+    // Each listing is confined to its prefix: the rules files', and the
+    // uploads' (a tick's); neither lists the snapshots or anything else.
+    let listings: BTreeSet<String> =
         statements(&resource(&t, "RulesRole")["Properties"]["Policies"][0]["PolicyDocument"])
             .into_iter()
-            .find(|s| s["Action"] == "s3:ListBucket")
-            .cloned()
-            .unwrap_or_else(|| panic!("no ListBucket statement"));
+            .filter(|s| list(&s["Action"]).contains(&&json!("s3:ListBucket")))
+            .map(|s| {
+                assert_eq!(s["Action"], "s3:ListBucket", "{s}");
+                assert_eq!(s["Resource"], json!({"Fn::Sub": counters}), "{s}");
+                let condition = s["Condition"].as_object().map(Map::len);
+                assert_eq!(condition, Some(1), "{s}");
+                let prefix = &s["Condition"]["StringLike"]["s3:prefix"]["Fn::Sub"];
+                assert_eq!(
+                    s["Condition"]["StringLike"].as_object().map(Map::len),
+                    Some(1)
+                );
+                text(prefix).to_owned()
+            })
+            .collect();
     assert_eq!(
-        listing["Condition"],
-        json!({"StringLike": {"s3:prefix": {"Fn::Sub": "${RulesPrefix}*"}}})
+        listings,
+        BTreeSet::from([
+            "${CountersPrefix}/*".to_owned(),
+            "${RulesPrefix}*".to_owned()
+        ])
     );
 }
 
@@ -1009,10 +1035,14 @@ fn schedules_reconcile_yesterday_with_repair_check_today_and_alarm_on_drift() {
     use tally_aggregate::scheduled::{Day, Invocation, SETTLE, decode_invocation};
 
     let t = template();
-    // Each schedule, by the day its input asks the function to reconcile.
+    // Each schedule of the aggregate function (the rules function's tick is
+    // checked below), by the day its input asks it to reconcile.
     let mut by_day: BTreeMap<&str, (&str, &Value)> = BTreeMap::new();
     for (id, schedule) in of_type(&t, "AWS::Scheduler::Schedule") {
         let p = &schedule["Properties"];
+        if p["Target"]["Arn"] == get_att("RulesFunction", "Arn") {
+            continue;
+        }
         assert_eq!(p["ScheduleExpressionTimezone"], "UTC", "{id}");
         assert_eq!(p["FlexibleTimeWindow"]["Mode"], "OFF", "{id}");
         // It invokes the aggregate function with an event the function decodes.
@@ -1425,9 +1455,11 @@ fn alarms_watch_errors_iterator_age_dead_letters_and_tallys_own_figures() {
                 .find(|(f, _, _)| *f == function)
                 .unwrap_or_else(|| panic!("{id}: {function} is not a function"));
             let metric = text(&p["MetricName"]);
-            // The aggregate function also runs the scheduled reconcile.
+            // The aggregate function also runs the scheduled reconcile, and
+            // the rules function the ticks.
             let also: &[Stage] = match stage {
                 Stage::Aggregate => &[Stage::Reconcile],
+                Stage::Rules => &[Stage::Tick],
                 _ => &[],
             };
             assert!(
@@ -1460,6 +1492,17 @@ fn every_metric_reads_fields_the_stage_reports_really_have() {
             Stage::Rules,
             serde_json::to_value(tally_rules::RulesReport::default()).unwrap(),
         ),
+        (
+            Stage::Tick,
+            serde_json::to_value(tally_rules::invocation::TickReport {
+                rules: tally_rules::RulesReport {
+                    newest_upload_age_seconds: Some(0),
+                    ..tally_rules::RulesReport::default()
+                },
+                heartbeat: 0,
+            })
+            .unwrap(),
+        ),
     ];
     for (stage, report) in reports {
         let line = tally_aws::metrics::line(stage, stage.name(), &report, 0)
@@ -1469,4 +1512,152 @@ fn every_metric_reads_fields_the_stage_reports_really_have() {
             assert_eq!(document[metric.name], 0, "{stage:?} {}", metric.name);
         }
     }
+}
+
+// -------------------------------------------------------------- the ticks
+
+/// A scheduler role's grants; only this account's scheduler may take it.
+fn scheduler_role_grants(t: &Value, id: &str) -> BTreeSet<(String, String)> {
+    let role = &resource(t, id)["Properties"];
+    assert!(role.get("ManagedPolicyArns").is_none(), "{id}");
+    let trust = statements(&role["AssumeRolePolicyDocument"]);
+    assert_eq!(trust.len(), 1, "{id}");
+    assert_eq!(
+        trust[0]["Principal"],
+        json!({"Service": "scheduler.amazonaws.com"})
+    );
+    assert_eq!(trust[0]["Action"], "sts:AssumeRole");
+    assert_eq!(
+        trust[0]["Condition"]["StringEquals"]["aws:SourceAccount"],
+        reference("AWS::AccountId"),
+        "{id}"
+    );
+    let mut granted = BTreeSet::new();
+    for policy in list(&role["Policies"]) {
+        for statement in statements(&policy["PolicyDocument"]) {
+            assert_eq!(statement["Effect"], "Allow", "{id}");
+            for action in list(&statement["Action"]) {
+                for resource in list(&statement["Resource"]) {
+                    granted.insert((text(action).to_owned(), canonical(resource)));
+                }
+            }
+        }
+    }
+    granted
+}
+
+#[test]
+fn a_schedule_ticks_the_rules_function_every_minute_with_an_event_it_takes() {
+    use tally_rules::invocation::{Invocation, TICK_EVENT, decode_invocation};
+
+    let t = template();
+    let ticks: Vec<(&str, &Value)> = of_type(&t, "AWS::Scheduler::Schedule")
+        .into_iter()
+        .filter(|(_, s)| s["Properties"]["Target"]["Arn"] == get_att("RulesFunction", "Arn"))
+        .collect();
+    assert_eq!(ticks.len(), 1, "one schedule ticks the rules function");
+    let (id, schedule) = ticks[0];
+    let p = &schedule["Properties"];
+    assert_eq!(p["ScheduleExpression"], reference("TickSchedule"), "{id}");
+    assert_eq!(t["Parameters"]["TickSchedule"]["Default"], "rate(1 minute)");
+    assert_eq!(p["State"], "ENABLED", "{id}: the clock is not optional");
+    assert_eq!(p["FlexibleTimeWindow"]["Mode"], "OFF", "{id}");
+    let target = &p["Target"];
+    assert_eq!(
+        target["RoleArn"],
+        get_att("TickScheduleRole", "Arn"),
+        "{id}"
+    );
+    // The input is the tick the function decodes, and the one the tools send.
+    let input: Value = serde_json::from_str(text(&target["Input"]))
+        .unwrap_or_else(|e| panic!("{id}: Input is not JSON: {e}"));
+    assert_eq!(input, serde_json::from_str::<Value>(TICK_EVENT).unwrap());
+    assert!(
+        matches!(decode_invocation(input.clone()), Ok(Invocation::Tick)),
+        "{id}: {input} is not a tick to the rules function"
+    );
+    // A tick that failed is retried, but not into the next tick's minute.
+    let retry = &target["RetryPolicy"];
+    let attempts: u64 = text(&retry["MaximumRetryAttempts"]).parse().unwrap();
+    let age: u64 = text(&retry["MaximumEventAgeInSeconds"]).parse().unwrap();
+    assert!((1..=3).contains(&attempts), "{id}: {attempts} retries");
+    assert_eq!(age, 60, "{id}: the next tick is a minute away");
+    // Its role may only invoke the rules function.
+    assert_eq!(
+        scheduler_role_grants(&t, "TickScheduleRole"),
+        pairs(&[("lambda:InvokeFunction", "RulesFunction.Arn")])
+    );
+}
+
+#[test]
+fn a_dead_clock_pages_operations_and_so_does_a_silent_fleet() {
+    let t = template();
+    let evaluator = Evaluator {
+        template: &t,
+        conditions: false,
+    };
+    let dimension =
+        json!([{"Name": tally_aws::metrics::DIMENSION, "Value": {"Ref": "RulesFunction"}}]);
+    let emitted = |metric: &str| Stage::Tick.metrics().iter().any(|m| m.name == metric);
+
+    let alarm = &resource(&t, "TickHeartbeatAlarm")["Properties"];
+    assert_eq!(alarm["Namespace"], tally_aws::metrics::NAMESPACE);
+    assert_eq!(alarm["MetricName"], "Heartbeat");
+    assert!(emitted("Heartbeat"));
+    assert_eq!(alarm["Dimensions"], dimension);
+    assert_eq!(alarm["Statistic"], "Sum");
+    assert_eq!(alarm["ComparisonOperator"], "LessThanThreshold");
+    assert_eq!(alarm["Threshold"], "1");
+    // A dead schedule sends nothing at all: that must page.
+    assert_eq!(alarm["TreatMissingData"], "breaching");
+    assert_eq!(alarm["AlarmActions"], json!([{"Ref": "OperationsTopic"}]));
+    assert_eq!(alarm["OKActions"], json!([{"Ref": "OperationsTopic"}]));
+    // At the default tick: one missed tick does not page, a dead clock does
+    // within five minutes.
+    let period: u64 = evaluate_number(&evaluator, &alarm["Period"]);
+    let periods: u64 = text(&alarm["EvaluationPeriods"]).parse().unwrap();
+    let to_alarm: u64 = text(&alarm["DatapointsToAlarm"]).parse().unwrap();
+    assert_eq!(period, 60);
+    assert!(
+        to_alarm >= 2 && to_alarm <= periods,
+        "{to_alarm} of {periods}"
+    );
+    assert!(
+        period * to_alarm <= 180,
+        "pages after {} s",
+        period * to_alarm
+    );
+    // The period follows a slower tick.
+    let slower = Evaluator {
+        template: &t,
+        conditions: true,
+    };
+    assert_eq!(evaluate_number(&slower, &alarm["Period"]), 300);
+
+    let alarm = &resource(&t, "NewestUploadAgeAlarm")["Properties"];
+    assert_eq!(alarm["Namespace"], tally_aws::metrics::NAMESPACE);
+    assert_eq!(alarm["MetricName"], "NewestUploadAge");
+    assert!(emitted("NewestUploadAge"));
+    assert_eq!(alarm["Dimensions"], dimension);
+    assert_eq!(alarm["ComparisonOperator"], "GreaterThanThreshold");
+    assert_eq!(alarm["Threshold"], reference("NewestUploadMaxAgeSeconds"));
+    assert_eq!(
+        t["Parameters"]["NewestUploadMaxAgeSeconds"]["Default"],
+        "900"
+    );
+    // No upload listed keeps the state: a fresh stack does not page, a
+    // fleet that went silent stays paged.
+    assert_eq!(alarm["TreatMissingData"], "ignore");
+    assert_eq!(alarm["AlarmActions"], json!([{"Ref": "OperationsTopic"}]));
+}
+
+/// A number the template may choose by condition (`Fn::If`).
+fn evaluate_number(evaluator: &Evaluator<'_>, value: &Value) -> u64 {
+    let mut value = value;
+    while let Some(branches) = value.get("Fn::If") {
+        value = &branches[if evaluator.conditions { 1 } else { 2 }];
+    }
+    text(value)
+        .parse()
+        .unwrap_or_else(|e| panic!("{value}: {e}"))
 }

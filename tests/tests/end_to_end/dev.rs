@@ -288,11 +288,87 @@ async fn dev_up_and_pump_run_the_worked_example_through_the_whole_pipeline() {
     assert_eq!(alert["state"], "resolved");
     assert_eq!(alert["value"], 67_666);
 
-    // The positions were saved: a third pump finds nothing to do.
+    // The positions were saved: a third pump finds nothing to do but its
+    // tick, which finds every alert already decided.
     let stdout = dev.pump_once();
     for function in ["ingest", "aggregate", "rules"] {
         assert!(batches(&stdout, function).is_empty(), "{stdout}");
     }
+    let ticks = batches(&stdout, "tick");
+    assert_eq!(ticks.len(), 1, "{stdout}");
+    assert!(
+        ticks[0].starts_with("tick       2 dates: ")
+            && ticks[0].ends_with(", 0 messages sent, 0 snapshots written"),
+        "{stdout}"
+    );
+    assert!(dev.alerts(0).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_tick_through_invoke_and_pump_decides_what_no_batch_brought() {
+    let dev = Dev::up().await;
+    let env = dev.environment();
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dev.text("bucket");
+    let date = today();
+
+    // Ingested and aggregated, but the totals' batch never reaches rules.
+    let key = format!("counters/{date}/web-1");
+    dev.upload(&bucket, &key, "COUNTER1 191122").await;
+    let event_file = dir.path().join("s3-put.json");
+    std::fs::write(
+        &event_file,
+        put_event(&bucket, &key, "0055AED6DCD90281E5").to_string(),
+    )
+    .unwrap();
+    tally_ok(&["invoke", "ingest", "--event", path(&event_file)], &env);
+    let sdk = sdk_config().await;
+    let mut stream =
+        tally_tests::streams::StreamReader::open(&sdk, &dev.dynamodb, &dev.table("state")).await;
+    let batch_file = dir.path().join("state-batch.json");
+    std::fs::write(
+        &batch_file,
+        serde_json::json!({ "Records": stream.read_new().await }).to_string(),
+    )
+    .unwrap();
+    tally_ok(&["invoke", "aggregate", "--event", path(&batch_file)], &env);
+    assert!(dev.alerts(0).await.is_empty());
+
+    // The schedule's tick decides it: one alert, the snapshot, a heartbeat.
+    let stdout = tally_ok(&["invoke", "rules", "--tick"], &env);
+    let response: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(response["ticks"], 1, "{stdout}");
+    assert_eq!(response["heartbeat"], 1, "{stdout}");
+    assert_eq!(response["messages_sent"], 1, "{stdout}");
+    let alerts = dev.alerts(1).await;
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let alert = body(&alerts[0]);
+    assert_eq!(alert["rule"], "counter1-max");
+    assert_eq!(alert["state"], "firing");
+    assert_eq!(
+        dev.object(&format!("totals/{date}")).await.as_deref(),
+        Some("COUNTER1 191122\n")
+    );
+
+    // The same event from a file, as a replay of the schedule's: decided
+    // already, nothing sent again.
+    let tick_file = dir.path().join("tick.json");
+    std::fs::write(&tick_file, tally_rules::invocation::TICK_EVENT).unwrap();
+    let stdout = tally_ok(&["invoke", "rules", "--event", path(&tick_file)], &env);
+    let response: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(response["messages_sent"], 0, "{stdout}");
+
+    // The pump ticks on its clock too: with --once, once the streams are
+    // drained (the totals' stream still holds the batch the tick decided).
+    let stdout = dev.pump_once();
+    let ticks = batches(&stdout, "tick");
+    assert_eq!(ticks.len(), 1, "{stdout}");
+    assert!(
+        ticks[0].starts_with("tick       2 dates: ")
+            && ticks[0].ends_with(", 0 messages sent, 0 snapshots written"),
+        "{stdout}"
+    );
+    assert!(dev.alerts(0).await.is_empty());
 }
 
 /// The S3 event AWS sends for an upload, in the shape of its documented sample.

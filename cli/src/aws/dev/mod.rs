@@ -58,18 +58,22 @@ why); 2 the command line was wrong.")]
     /// Upload notifications go to ingest (SQS event shape), the state
     /// table's stream to aggregate and the totals table's stream to rules
     /// (DynamoDB stream event shape), honouring batchItemFailures. One line
-    /// per batch says what was processed. Runs until Ctrl-C, or with --once
-    /// until everything currently available is processed. Positions are
-    /// saved, so the next run continues where this one stopped.
+    /// per batch says what was processed. The rules stage also ticks every
+    /// --tick, as the deployment's schedule does, one line per tick. Runs
+    /// until Ctrl-C, or with --once until everything currently available is
+    /// processed, then ticks once. Positions are saved, so the next run
+    /// continues where this one stopped.
     #[command(after_help = "\
 Examples:
-  tally dev pump                 # until Ctrl-C
-  tally dev pump --once          # what is there now, then exit
+  tally dev pump                 # until Ctrl-C, a tick a minute
+  tally dev pump --tick 5s       # tick more often, to watch `for:` and `repeat:`
+  tally dev pump --once          # what is there now and one tick, then exit
   tally dev pump --rules ./my-rules
 
-Exit codes: 0 done (or stopped with Ctrl-C); 1 a batch kept failing or an upload
-message failed (positions are saved: run it again once fixed), or the dev file is
-missing (run `tally dev up`); 2 the command line was wrong.")]
+Exit codes: 0 done (or stopped with Ctrl-C); 1 a batch kept failing, an upload
+message failed or, with --once, the tick failed (positions are saved: run it again
+once fixed), or the dev file is missing (run `tally dev up`); 2 the command line
+was wrong.")]
     Pump(pump::PumpArgs),
 }
 

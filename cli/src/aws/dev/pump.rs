@@ -10,7 +10,13 @@
 //!   in Lambda's DynamoDB event shape, each shard in order and parents
 //!   before children. After a batch it moves past the batch, or, when the
 //!   response names a failed record, to that record, as Lambda does with
-//!   `ReportBatchItemFailures`; a failing batch is retried with backoff.
+//!   `ReportBatchItemFailures`; a failing batch is retried with backoff;
+//! - ticks the rules stage's clock every `--tick` (default 1m), as the
+//!   deployment's schedule invokes the rules function with `{"tick": {}}`:
+//!   every rule for every alerting date, even when no total changed. With
+//!   `--once` it ticks once, after the streams are drained. A failed tick
+//!   is reported and the next one tries again (with `--once`, it fails the
+//!   command).
 //!
 //! Where the pump stands in the streams is owned by one [`Cursor`]: it
 //! alone moves a shard's position and saves it in the dev file, after every
@@ -60,6 +66,10 @@ pub struct PumpArgs {
     /// ones (or TALLY_RULES_BUCKET's).
     #[arg(long, value_name = "DIR")]
     rules: Option<PathBuf>,
+    /// How often the rules stage ticks (every rule evaluated on the clock),
+    /// as the deployment's schedule does: 30s, 1m, 5m (at least 1s).
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = tally_core::rules::duration::parse)]
+    tick: Duration,
 }
 
 /// Where the pump stands in every shard of both streams, kept in the dev
@@ -149,6 +159,34 @@ impl Fed {
 }
 
 impl Functions {
+    async fn rules(&self) -> Arc<RuleSet> {
+        match &self.rules {
+            Rules::Fixed(rules) => rules.clone(),
+            Rules::Source(source) => source.current().await,
+        }
+    }
+
+    /// One tick of the rules stage's clock; a line saying what it did, and
+    /// why it failed if it did.
+    async fn tick(&self) -> (String, Option<String>) {
+        let rules = self.rules().await;
+        let (report, failure) = self.stage.run_tick(&rules).await;
+        let r = &report.rules;
+        let line = format!(
+            "{}: {} checked, {} sent, {} written{}",
+            count(r.dates, "date"),
+            count(r.alerts_checked, "alert"),
+            count(r.messages_sent, "message"),
+            count(r.snapshots_written, "snapshot"),
+            if r.rule_errors > 0 {
+                format!(", {} (see --verbose)", count(r.rule_errors, "rule error"))
+            } else {
+                String::new()
+            }
+        );
+        (line, failure.map(|e| e.to_string()))
+    }
+
     /// Runs a stream-fed handler on one batch; the response and a line
     /// saying what it did.
     async fn handle(&self, fed: Fed, event: &Event) -> (DynamoDbEventResponse, String) {
@@ -167,10 +205,7 @@ impl Functions {
                 (response, line)
             }
             Fed::Rules => {
-                let rules = match &self.rules {
-                    Rules::Fixed(rules) => rules.clone(),
-                    Rules::Source(source) => source.current().await,
-                };
+                let rules = self.rules().await;
                 let (response, r) = self.stage.handle(&rules, event).await;
                 let line = format!(
                     "{}: {} checked, {} sent, {} written{}",
@@ -277,6 +312,8 @@ pub async fn run(args: PumpArgs) -> anyhow::Result<()> {
     let mut failed_uploads = 0usize;
     let mut attempts: BTreeMap<&str, u32> = BTreeMap::new();
     let mut totals = [0usize; 3];
+    let mut ticks = 0usize;
+    let mut next_tick = std::time::Instant::now() + args.tick;
     while !stopping.load(Ordering::SeqCst) {
         // Long-poll only when the last pass found nothing: then this pass
         // is the wait, and with --once the proof that nothing is left.
@@ -328,12 +365,32 @@ pub async fn run(args: PumpArgs) -> anyhow::Result<()> {
             break;
         }
         idle = !did;
+        if !args.once && std::time::Instant::now() >= next_tick {
+            ticks += 1;
+            let (line, failure) = functions.tick().await;
+            match failure {
+                None => println!("tick       {line}"),
+                Some(e) => println!("tick       failed ({e}); the next tick tries again: {line}"),
+            }
+            next_tick = std::time::Instant::now() + args.tick;
+        }
+    }
+    if args.once && !stopping.load(Ordering::SeqCst) {
+        ticks += 1;
+        let (line, failure) = functions.tick().await;
+        println!("tick       {line}");
+        if let Some(e) = failure {
+            return Err(anyhow!(
+                "the tick failed: {e}\nrun `tally dev pump --once` again once the cause is fixed (--verbose shows the stage's log)"
+            ));
+        }
     }
     eprintln!(
-        "pump: {} upload batches, {} state stream batches, {} totals stream batches; positions saved to {}",
+        "pump: {} upload batches, {} state stream batches, {} totals stream batches, {}; positions saved to {}",
         totals[0],
         totals[1],
         totals[2],
+        count(ticks as u64, "tick"),
         args.config.display()
     );
     if failed_uploads > 0 {
