@@ -25,10 +25,10 @@ use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tally_core::ports::{AlertStore, Notifier, ObjectWriter, TotalsStore};
+use tally_core::ports::{AlertStore, Notifier, ObjectWriter, StateStore, TotalsStore};
 use tally_core::rules::RuleSet;
 
-use crate::stage::{RulesReport, RulesStage, StageError};
+use crate::stage::{RulesReport, RulesStage, StageError, Uploads};
 
 /// The input the tick schedule sends the rules function.
 pub const TICK_EVENT: &str = r#"{"tick": {}}"#;
@@ -157,11 +157,13 @@ where
     N: Notifier,
     W: ObjectWriter,
 {
-    /// Handles one invocation, as the function's runtime delivers it.
-    pub async fn invoke(
+    /// Handles one invocation, as the function's runtime delivers it. A
+    /// tick judges stale rules on `uploads` when given.
+    pub async fn invoke<S: StateStore>(
         &self,
         rules: &RuleSet,
         payload: Value,
+        uploads: Option<&Uploads<'_, S>>,
     ) -> Result<Handled, InvocationError> {
         Ok(match decode_invocation(payload)? {
             Invocation::Stream(event) => {
@@ -169,16 +171,24 @@ where
                 Handled::Stream { response, report }
             }
             Invocation::Tick => {
-                let (report, failure) = self.run_tick(rules).await;
+                let (report, failure) = self.run_tick(rules, uploads).await;
                 Handled::Tick { report, failure }
             }
         })
     }
 
     /// One tick, with its heartbeat, logged as one line.
-    pub async fn run_tick(&self, rules: &RuleSet) -> (TickReport, Option<StageError>) {
+    pub async fn run_tick<S: StateStore>(
+        &self,
+        rules: &RuleSet,
+        uploads: Option<&Uploads<'_, S>>,
+    ) -> (TickReport, Option<StageError>) {
         let mut rules_report = RulesReport::default();
-        let failure = self.tick(rules, &mut rules_report).await.err();
+        let failure = match uploads {
+            Some(uploads) => self.tick_watching(rules, uploads, &mut rules_report).await,
+            None => self.tick(rules, &mut rules_report).await,
+        }
+        .err();
         let report = TickReport {
             rules: rules_report,
             heartbeat: u64::from(failure.is_none()),

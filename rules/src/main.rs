@@ -14,10 +14,16 @@ async fn main() -> Result<(), Error> {
     let sdk = tally_aws::config::load().await;
     let stage = wiring::stage(&sdk, &settings);
     let source = wiring::rule_source(&sdk, &settings);
-    let (stage, source) = (&stage, &source);
+    let states = wiring::state_store(&sdk, &settings);
+    let uploads = states
+        .as_ref()
+        .map(|states| wiring::uploads(&settings, states));
+    let (stage, source, uploads) = (&stage, &source, &uploads);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let rules = source.current().await;
-        let handled = stage.invoke(&rules, event.payload).await?;
+        let handled = stage
+            .invoke(&rules, event.payload, uploads.as_ref())
+            .await?;
         handled.emit();
         Ok::<_, Error>(handled.into_response()?)
     }))

@@ -10,6 +10,7 @@
 //! | `TALLY_SNAPSHOT_PREFIX` | `totals` | its key prefix |
 //! | `TALLY_BUCKET` | `TALLY_SNAPSHOT_BUCKET` | the bucket the fleet uploads to, which a tick lists |
 //! | `TALLY_COUNTERS_PREFIX` | `counters` | the uploads' key prefix there |
+//! | `TALLY_STATE_TABLE` | unset | the state table, whose tombstones a tick reads for stale rules; unset, stale rules are reported as rule errors |
 //! | `TALLY_RULES_BUCKET` | unset | when set, rules come from `*.yaml` under `TALLY_RULES_PREFIX` there |
 //! | `TALLY_RULES_PREFIX` | `rules/` | |
 //! | `TALLY_RULES_REFRESH_SECONDS` | `60` | how often that prefix is listed |
@@ -36,6 +37,9 @@ pub struct Settings {
     pub uploads_bucket: String,
     /// The uploads' key prefix, without a trailing slash.
     pub counters_prefix: String,
+    /// The state table, whose tombstones tell a tick which instances'
+    /// objects were deleted; without it stale rules are not judged.
+    pub state_table: Option<String>,
     /// Bucket and prefix of the rules files, when not bundled.
     pub rules_location: Option<(String, String)>,
     pub rules_refresh: Duration,
@@ -52,6 +56,7 @@ pub const VARIABLES: &[&str] = &[
     "TALLY_SNAPSHOT_PREFIX",
     "TALLY_BUCKET",
     "TALLY_COUNTERS_PREFIX",
+    "TALLY_STATE_TABLE",
     "TALLY_RULES_BUCKET",
     "TALLY_RULES_PREFIX",
     "TALLY_RULES_REFRESH_SECONDS",
@@ -102,6 +107,7 @@ impl Settings {
                 || "counters".to_owned(),
                 |prefix| prefix.trim_end_matches('/').to_owned(),
             ),
+            state_table: env.optional("TALLY_STATE_TABLE"),
             rules_location: env.optional("TALLY_RULES_BUCKET").map(|bucket| {
                 let prefix = env
                     .optional("TALLY_RULES_PREFIX")

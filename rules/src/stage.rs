@@ -435,15 +435,25 @@ where
             })
             .collect();
         let mut verdicts = StaleByRule::new();
-        if stale_rules.is_empty() {
+        let now = (self.clock)();
+        let is_today = date.as_str() == now.date_naive().format("%Y-%m-%d").to_string();
+        if stale_rules.is_empty() && !is_today {
             return Ok(verdicts);
         }
-        let now = (self.clock)();
+        // Today's prefix is listed on every tick, stale rules or not: its
+        // newest write is the dead man's switch's upload age.
         let today = self
             .objects
             .list(uploads.bucket, &fleet::day_prefix(uploads.prefix, date))
             .await?;
         report.list_requests += list_requests(today.len());
+        if is_today && let Some(newest) = today.iter().map(|object| object.last_modified).max() {
+            let age = now.signed_duration_since(newest).num_seconds().max(0);
+            report.newest_upload_age_seconds = Some(age as u64);
+        }
+        if stale_rules.is_empty() {
+            return Ok(verdicts);
+        }
         let previous = fleet::previous_day(date);
         let yesterday = match &previous {
             Some(previous)
@@ -697,8 +707,9 @@ pub struct Uploads<'a, S> {
     pub prefix: &'a str,
 }
 
-/// No state table: a tick without the uploads never reads one.
-struct NoStateTable;
+/// No state table: a tick without the uploads never reads one. Names the
+/// type of an absent [`Uploads`] (`None::<&Uploads<NoStateTable>>`).
+pub struct NoStateTable;
 
 impl StateStore for NoStateTable {
     async fn get(&self, key: &UploadKey) -> Result<Option<InstanceState>, StoreError> {

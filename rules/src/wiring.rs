@@ -6,10 +6,12 @@
 use tally_aws::alerts_table::DynamoAlertStore;
 use tally_aws::bucket::S3ObjectStore;
 use tally_aws::config::SdkConfig;
+use tally_aws::state_table::DynamoStateStore;
 use tally_aws::topic::SnsNotifier;
 use tally_aws::totals_tables::DynamoTotalsStore;
 
 use crate::settings::Settings;
+use crate::stage::Uploads;
 use crate::{RuleSource, RulesStage, StageConfig, bundled};
 
 /// The rules stage over DynamoDB, SNS and S3.
@@ -32,6 +34,27 @@ pub fn stage(sdk: &SdkConfig, settings: &Settings) -> AwsStage {
         S3ObjectStore::new(tally_aws::config::s3(sdk)),
         config,
     )
+}
+
+/// The state table a tick reads tombstones from, for stale rules; `None`
+/// when the settings name none.
+pub fn state_store(sdk: &SdkConfig, settings: &Settings) -> Option<DynamoStateStore> {
+    settings
+        .state_table
+        .as_ref()
+        .map(|table| DynamoStateStore::new(tally_aws::config::dynamodb(sdk), table))
+}
+
+/// Where a tick lists the uploads, over `states`.
+pub fn uploads<'a>(
+    settings: &'a Settings,
+    states: &'a DynamoStateStore,
+) -> Uploads<'a, DynamoStateStore> {
+    Uploads {
+        states,
+        bucket: &settings.uploads_bucket,
+        prefix: &settings.counters_prefix,
+    }
 }
 
 /// Where the rules come from: the bucket prefix `settings` names (the

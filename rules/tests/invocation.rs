@@ -13,7 +13,7 @@ use tally_core::ports::TotalsStore;
 use tally_core::rules::RuleSet;
 use tally_core::rules::alert::AlertState;
 use tally_rules::invocation::{Handled, TICK_EVENT};
-use tally_rules::stage::{RulesStage, StageConfig};
+use tally_rules::stage::{RulesStage, StageConfig, Uploads};
 use tally_testkit::faults::Crashing;
 use tally_testkit::memory::MemoryTopic;
 use tally_testkit::world::{EmbeddedPipelineWorld, IngestWorld, PipelineWorld};
@@ -68,6 +68,15 @@ impl World {
         .with_clock(Arc::new(move || *clock.lock().expect("the clock")))
     }
 
+    /// Where a tick lists the uploads: the pipeline's bucket and state table.
+    fn uploads(&self) -> Uploads<'_, tally_embedded::state_table::SqliteStateStore> {
+        Uploads {
+            states: &self.pipeline.ingest.store,
+            bucket: "fleet",
+            prefix: "counters",
+        }
+    }
+
     /// An upload ingested and folded into the totals, whose stream batch
     /// never reaches the rules stage.
     async fn upload_and_aggregate(&mut self, body: &str) {
@@ -95,10 +104,16 @@ fn tick_event() -> Value {
 #[tokio::test]
 async fn the_schedules_tick_decides_on_the_clock_and_beats_the_heartbeat() {
     let mut world = World::new();
+    // Uploaded two minutes before the tick.
+    world.pipeline.ingest.bucket.set_now(
+        DateTime::parse_from_rfc3339("2015-11-16T07:58:00Z")
+            .expect("a valid time")
+            .to_utc(),
+    );
     world.upload_and_aggregate("COUNTER1 200000").await;
     let stage = world.stage_over(world.pipeline.ingest.db.totals());
     let handled = stage
-        .invoke(&world.rules, tick_event())
+        .invoke(&world.rules, tick_event(), Some(&world.uploads()))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let Handled::Tick { report, failure } = &handled else {
@@ -114,6 +129,10 @@ async fn the_schedules_tick_decides_on_the_clock_and_beats_the_heartbeat() {
     // Its metrics line: the heartbeat and the message, in the tick's metrics.
     let line = metrics(&handled);
     assert_eq!(line["Heartbeat"], 1);
+    assert_eq!(
+        line["NewestUploadAge"], 120,
+        "the dead man's switch's upload age"
+    );
     assert_eq!(line["AlertsSent"], 1);
     assert_eq!(line["Function"], "tally-RulesFunction-x");
     let response = handled.into_response().unwrap_or_else(|e| panic!("{e}"));
@@ -127,7 +146,7 @@ async fn a_tick_that_fails_fails_the_invocation_and_its_heartbeat_is_zero() {
     // SDK's retries): the first read fails.
     let stage = world.stage_over(Crashing::new(world.pipeline.ingest.db.totals(), 0, false));
     let handled = stage
-        .invoke(&world.rules, tick_event())
+        .invoke(&world.rules, tick_event(), Some(&world.uploads()))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let line = metrics(&handled);
@@ -148,7 +167,7 @@ async fn a_stream_batch_is_a_batch_and_has_no_heartbeat() {
     let world = World::new();
     let stage = world.stage_over(world.pipeline.ingest.db.totals());
     let handled = stage
-        .invoke(&world.rules, json!({"Records": []}))
+        .invoke(&world.rules, json!({"Records": []}), Some(&world.uploads()))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let Handled::Stream { report, .. } = &handled else {
@@ -178,7 +197,7 @@ async fn anything_else_is_refused_naming_what_the_function_takes() {
     ];
     for (payload, expected) in cases {
         let error = stage
-            .invoke(&world.rules, payload.clone())
+            .invoke(&world.rules, payload.clone(), Some(&world.uploads()))
             .await
             .err()
             .unwrap_or_else(|| panic!("{payload} was taken"));

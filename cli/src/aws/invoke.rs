@@ -153,8 +153,12 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
                         .await
                 }
             };
+            let states = tally_rules::wiring::state_store(&aws.sdk, &settings);
+            let uploads = states
+                .as_ref()
+                .map(|states| tally_rules::wiring::uploads(&settings, states));
             let handled = stage
-                .invoke(&rules, payload)
+                .invoke(&rules, payload, uploads.as_ref())
                 .await
                 .with_context(|| format!("{shown} is not an event the rules function takes"))?;
             match &handled {

@@ -135,6 +135,8 @@ struct Functions {
     aggregator: tally_aggregate::wiring::AwsAggregator,
     stage: tally_rules::wiring::AwsStage,
     rules: Rules,
+    rules_settings: tally_rules::settings::Settings,
+    states: Option<tally_aws::state_table::DynamoStateStore>,
 }
 
 enum Rules {
@@ -170,7 +172,11 @@ impl Functions {
     /// why it failed if it did.
     async fn tick(&self) -> (String, Option<String>) {
         let rules = self.rules().await;
-        let (report, failure) = self.stage.run_tick(&rules).await;
+        let uploads = self
+            .states
+            .as_ref()
+            .map(|states| tally_rules::wiring::uploads(&self.rules_settings, states));
+        let (report, failure) = self.stage.run_tick(&rules, uploads.as_ref()).await;
         let r = &report.rules;
         let line = format!(
             "{}: {} checked, {} sent, {} written{}",
@@ -270,6 +276,8 @@ pub async fn run(args: PumpArgs) -> anyhow::Result<()> {
         ingestor: tally_ingest::wiring::ingestor(&aws.sdk, ingest_settings),
         aggregator: tally_aggregate::wiring::aggregator(&aws.sdk, &aggregate_settings),
         stage: tally_rules::wiring::stage(&aws.sdk, &rules_settings),
+        states: tally_rules::wiring::state_store(&aws.sdk, &rules_settings),
+        rules_settings,
         rules,
     };
     let sqs = aws_sdk_sqs::Client::new(&aws.sdk);
