@@ -155,6 +155,31 @@ impl RulesWorld {
         self.stage.handle(&self.rules, &lambda_event(records)).await
     }
 
+    /// Invokes the rules stage with the tick schedule's event, as the
+    /// function's runtime hands it over, listing the world's bucket and
+    /// reading its state table for stale rules; the tick must succeed.
+    pub async fn tick(&self) -> RulesReport {
+        let uploads = tally_rules::stage::Uploads {
+            states: &self.pipeline.ingest.store,
+            bucket: &self.pipeline.ingest.bucket,
+            prefix: "counters",
+        };
+        let event = serde_json::from_str(tally_rules::invocation::TICK_EVENT)
+            .expect("the tick event is JSON");
+        match self
+            .stage
+            .invoke(&self.rules, event, Some(&uploads))
+            .await
+            .expect("a tick is an invocation the function takes")
+        {
+            tally_rules::invocation::Handled::Tick { report, failure } => {
+                assert!(failure.is_none(), "the tick failed: {failure:?}");
+                report.rules
+            }
+            other => panic!("a tick handled as a batch: {other:?}"),
+        }
+    }
+
     /// Aggregates what was ingested and evaluates it, as one batch; the
     /// batch must succeed.
     pub async fn pump(&mut self) -> RulesReport {

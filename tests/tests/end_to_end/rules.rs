@@ -160,22 +160,74 @@ async fn a_reminder_comes_after_the_repeat_interval_only() {
 }
 
 #[tokio::test]
-async fn for_fires_only_after_consecutive_evaluations() {
-    let mut world = RulesWorld::new(&format!("{LIMIT}    for: 2\n")).await;
+async fn for_fires_on_a_tick_once_the_condition_held_that_long() {
+    let mut world = RulesWorld::new(&format!("{LIMIT}    for: 10m\n")).await;
     world.upload("i-1", "COUNTER1 200000").await;
     let records = world.aggregate().await;
     world.evaluate(&records).await;
-    // A redelivered batch is the same evaluation, not a second one.
+    // A redelivered batch is the same evaluation: still pending.
     world.evaluate(&records).await;
+    world.advance(Duration::from_secs(9 * 60));
+    world.tick().await;
     assert!(
         world.messages(0).await.is_empty(),
-        "one evaluation is not enough"
+        "pending for nine minutes"
     );
-    world.upload("i-1", "COUNTER1 200001").await;
-    world.pump().await;
+    world.advance(Duration::from_secs(60));
+    world.tick().await;
     let messages = world.messages(1).await;
     assert_eq!(messages.len(), 1);
     assert_eq!(attribute(&messages[0], "state"), "firing");
+}
+
+#[tokio::test]
+async fn a_tick_publishes_a_stale_alert_found_by_listing_the_bucket() {
+    let world = RulesWorld::new(
+        "rules:\n  - name: instances-silent\n    stale: {after: 5m}\n    severity: critical\n",
+    )
+    .await;
+    // The server stamps objects with its own clock: the stage's clock is
+    // put ten minutes past it, on the day the objects are written under.
+    let now = chrono::Utc::now() + chrono::Duration::minutes(10);
+    *world.now.lock().unwrap() = now;
+    let today = now.format("%Y-%m-%d").to_string();
+    let ingest = &world.pipeline.ingest;
+    for instance in ["i-1", "i-2"] {
+        ingest
+            .upload(&format!("counters/{today}/{instance}"), "COUNTER1 5")
+            .await;
+    }
+    let report = world.tick().await;
+    assert!(report.list_requests >= 1, "{report:?}");
+    let messages = world.messages(1).await;
+    assert_eq!(
+        messages.len(),
+        1,
+        "one alert for the fleet, not one per instance"
+    );
+    assert_eq!(attribute(&messages[0], "state"), "firing");
+    let sent = body(&messages[0]);
+    assert_eq!(sent["stale"]["stale"], 2, "{sent:#}");
+    assert_eq!(sent["stale"]["fleet"], 2, "{sent:#}");
+    let named: Vec<&str> = sent["stale"]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(named.len(), 2);
+    assert!(
+        named.contains(&"i-1") && named.contains(&"i-2"),
+        "{named:?}"
+    );
+    assert!(
+        messages[0]["Subject"]
+            .as_str()
+            .unwrap()
+            .contains("instances-silent 2 of 2 instances silent over 5m"),
+        "{}",
+        messages[0]["Subject"]
+    );
 }
 
 #[tokio::test]

@@ -318,7 +318,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("export TALLY_STATE_TABLE='d-state'  # read by ingest, aggregate, rules\n"),
+            text.contains(
+                "export TALLY_STATE_TABLE='d-state'  # read by ingest, aggregate, rules\n"
+            ),
             "{text}"
         );
         let odd = BTreeMap::from([("TALLY_BUCKET".to_owned(), "it's".to_owned())]);
