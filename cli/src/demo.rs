@@ -3,7 +3,10 @@
 //! It writes a sample fleet (100 instances × 100 counters by default) into a
 //! directory laid out like the bucket and runs compressed "minutes" of
 //! uploads through the embedded pipeline, the same code as `tally run` and
-//! the Lambdas, with the rules in rules-config/. Each minute it shows what
+//! the Lambdas, with the rules in rules-config/, on a clock of its own that
+//! moves a minute per minute shown (the files get its time, as S3 stamps
+//! uploads). In the later minutes one instance goes silent and the stale
+//! rule fires, then resolves when it uploads again. Each minute it shows what
 //! changed, the alerts sent, where the snapshot is and how long the minute
 //! took, and what the same minute costs on DynamoDB next to the per-counter
 //! design tally replaces (one item per counter holding every instance's
@@ -12,7 +15,10 @@
 //! disagree about it.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use chrono::{DateTime, Utc};
 
 use anyhow::{Context, Result};
 use tally_core::key::{Date, UploadKey};
@@ -42,6 +48,11 @@ struct Fleet {
     counters: u32,
     /// Per instance, per counter; `None` for a retired instance.
     values: Vec<Option<Vec<i64>>>,
+    /// The demo's clock: a minute passes with each minute shown, and every
+    /// file written gets its time, as S3 stamps an upload.
+    now: Arc<Mutex<DateTime<Utc>>>,
+    /// An instance that stopped uploading, for the stale rule.
+    silent: Option<usize>,
 }
 
 impl Fleet {
@@ -63,12 +74,34 @@ impl Fleet {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
-        std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))
+        std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
+        let now = *self
+            .now
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the demo's clock"))?;
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_modified(now.into()))
+            .with_context(|| format!("setting the time of {}", path.display()))
     }
 
-    /// Every live instance uploads its current counters.
+    /// Moves the demo's clock on by a minute.
+    fn next_minute(&self) -> Result<()> {
+        let mut now = self
+            .now
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the demo's clock"))?;
+        *now += chrono::Duration::minutes(1);
+        Ok(())
+    }
+
+    /// Every live instance uploads its current counters, but the silent one.
     fn upload_all(&self) -> Result<()> {
         for (i, values) in self.values.iter().enumerate() {
+            if self.silent == Some(i) {
+                continue;
+            }
             if let Some(values) = values {
                 let mut body = String::with_capacity(values.len() * 16);
                 for (c, value) in values.iter().enumerate() {
@@ -130,6 +163,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let notifier = JsonLinesNotifier::silent().keeping();
+    let now = Arc::new(Mutex::new(Utc::now()));
+    let clock = now.clone();
     let mut pipeline = LocalPipeline::open(LocalPipelineConfig {
         root: root.clone(),
         database: root.join(".tally").join("tally.sqlite"),
@@ -138,12 +173,14 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         rules: tally_rules::bundled::rules(),
         notifier: notifier.clone(),
         alert_days: 2,
-    })?;
+    })?
+    .with_clock(Arc::new(move || {
+        clock
+            .lock()
+            .map_or_else(|poisoned| *poisoned.into_inner(), |now| *now)
+    }));
     // Today: the rules stage alerts on recent days only.
-    let today = chrono::Utc::now()
-        .date_naive()
-        .format("%Y-%m-%d")
-        .to_string();
+    let today = Utc::now().date_naive().format("%Y-%m-%d").to_string();
     let date = Date::parse(&today).context("today's date")?;
     let mut fleet = Fleet {
         root: root.clone(),
@@ -158,6 +195,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                 )
             })
             .collect(),
+        now,
+        silent: None,
     };
     let instances = args.instances as usize;
 
@@ -229,6 +268,39 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     )
     .await?;
 
+    // From minute 6 every instance uploads each minute, the same bytes,
+    // but one, which goes silent: only the objects' times tell.
+    let silent = instances / 2;
+    fleet.silent = Some(silent);
+    fleet.upload_all()?;
+    show.minute(
+        6,
+        &format!(
+            "every instance uploads the same counters again, but i-{silent:05}, which goes silent"
+        ),
+        &fleet,
+    )
+    .await?;
+    for _ in 7..=9 {
+        fleet.upload_all()?;
+        show.pipeline.cycle(None).await?;
+        show.pipeline.tick().await;
+        fleet.next_minute()?;
+    }
+    fleet.upload_all()?;
+    show.minute(
+        10,
+        &format!(
+            "minutes 7 to 9 went the same; i-{silent:05} has not uploaded since minute 4: stale after 5 minutes"
+        ),
+        &fleet,
+    )
+    .await?;
+    fleet.silent = None;
+    fleet.upload_all()?;
+    show.minute(11, &format!("i-{silent:05} uploads again"), &fleet)
+        .await?;
+
     let snapshot = root.join("totals").join(date.as_str());
     println!("the snapshot for downstream jobs: {}", snapshot.display());
     println!(
@@ -261,7 +333,10 @@ impl Show<'_> {
     async fn minute(&mut self, minute: u32, what: &str, fleet: &Fleet) -> Result<()> {
         let started = Instant::now();
         let report = self.pipeline.cycle(None).await?;
+        // The minute's tick: what the clock decides (a silent instance).
+        self.pipeline.tick().await;
         let took = started.elapsed();
+        fleet.next_minute()?;
         let totals = self.pipeline.totals(self.date)?;
         println!("minute {minute}: {what}");
         print_report(&report, fleet);
@@ -279,6 +354,9 @@ impl Show<'_> {
         for note in sent {
             println!("  ALERT  {}", note.subject());
             println!("         {}", note.summary);
+            if let Some(reason) = &note.reason {
+                println!("         why: {reason}");
+            }
         }
         println!(
             "  snapshot: {} ({:.0?} from files to snapshot and alerts)",

@@ -48,7 +48,7 @@ use tally_embedded::totals_tables::SqliteTotalsStore;
 use tally_ingest::event::{Change, Notice};
 use tally_ingest::{IngestConfig, IngestReport, Ingestor};
 use tally_rules::changes;
-use tally_rules::stage::{RulesReport, RulesStage, StageConfig, Uploads};
+use tally_rules::stage::{Clock, RulesReport, RulesStage, StageConfig, Uploads};
 
 /// The bucket name events carry: one directory is one bucket.
 pub const BUCKET: &str = "local";
@@ -167,6 +167,15 @@ impl LocalPipeline {
             rules: config.rules,
             known: None,
         })
+    }
+
+    /// The same pipeline with the rules stage on `clock` instead of the
+    /// system's: `tally demo` runs its minutes on a clock of its own.
+    pub fn with_clock(self, clock: Clock) -> LocalPipeline {
+        LocalPipeline {
+            stage: self.stage.with_clock(clock),
+            ..self
+        }
     }
 
     pub fn root(&self) -> &Path {

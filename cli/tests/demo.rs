@@ -47,6 +47,23 @@ fn the_demo_runs_the_pipeline_fires_and_resolves_an_alert_and_shows_the_snapshot
         "{stdout}"
     );
     assert!(minute(5).contains("is not an integer"), "{stdout}");
+    // One instance goes silent: the stale rule fires once for the fleet,
+    // naming it, and resolves when it uploads again.
+    assert!(minute(6).contains("alerts: none sent"), "{stdout}");
+    assert!(
+        minute(10)
+            .contains("ALERT  FIRING critical: instances-silent 1 of 80 instances silent over 5m"),
+        "{stdout}"
+    );
+    assert!(minute(10).contains(": i-00050 (last wrote "), "{stdout}");
+    assert!(
+        minute(11).contains("ALERT  RESOLVED: instances-silent"),
+        "{stdout}"
+    );
+    assert!(
+        minute(11).contains("why: the stale instances wrote again"),
+        "{stdout}"
+    );
     // The snapshot is where it says, in the format downstream jobs read.
     let line = stdout
         .lines()

@@ -229,6 +229,9 @@ impl StaleSummary {
 
     /// `i-3 (last wrote 08:01:00), i-7 (...)`, and how many more.
     fn named(&self, instances: &[SilentInstance], total: usize) -> String {
+        if total == 0 {
+            return "none".to_owned();
+        }
         let mut text = instances
             .iter()
             .map(|i| {
