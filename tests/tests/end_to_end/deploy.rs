@@ -361,6 +361,7 @@ fn the_environment_names_the_right_resources() {
                 // Where a tick lists the uploads.
                 ("TALLY_BUCKET", reference("CountersBucketName")),
                 ("TALLY_COUNTERS_PREFIX", reference("CountersPrefix")),
+                ("TALLY_STATE_TABLE", reference("StateTable")),
                 (
                     "TALLY_RULES_BUCKET",
                     json!({"Fn::If": ["RulesFromBucket", {"Ref": "CountersBucketName"}, {"Ref": "AWS::NoValue"}]}),
