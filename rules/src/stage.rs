@@ -76,7 +76,7 @@ use tally_core::ports::{
     put_confirmed,
 };
 use tally_core::rules::RuleSet;
-use tally_core::rules::alert::{AlertRecord, StaleByRule, Trigger, decide};
+use tally_core::rules::alert::{AlertRecord, Phase, StaleByRule, Trigger, decide};
 use tally_core::rules::load::Condition;
 use tally_core::snapshot::{self, DayTotals};
 use tally_core::state::BUCKETS;
@@ -128,6 +128,9 @@ pub struct RulesReport {
     /// Alerts evaluated (one per rule, or per counter for a limit).
     pub alerts_checked: u64,
     pub messages_sent: u64,
+    /// Alerts that started to hold and wait out their `for:` (logged, not
+    /// sent).
+    pub pending: u64,
     /// Messages left by a process that died, published now.
     pub outboxes_recovered: u64,
     pub rule_errors: u64,
@@ -348,6 +351,11 @@ where
                         PutOutcome::Written => {
                             if record.outbox.is_some() {
                                 self.publish_and_clear(record, report).await?;
+                            } else if record.phase == Phase::Pending {
+                                // Visible, not sent: on-call see it in the
+                                // logs before it pages them.
+                                report.pending += 1;
+                                info!(date = %date, alert = %record.alert, since = ?record.since, "pending: the condition holds; the alert fires once it has held for its rule's `for:`");
                             }
                         }
                         // The mark moved (newer totals exist) or the record

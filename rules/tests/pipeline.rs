@@ -311,7 +311,8 @@ async fn for_fires_on_a_tick_once_the_condition_held_that_long_with_no_change() 
     let mut world = RulesWorld::new(&format!("{LIMIT}    for: 10m\n"));
     world.upload("i-1", "COUNTER1 200000").await;
     let batch = world.aggregate().await;
-    world.evaluate(&batch).await;
+    let report = world.evaluate(&batch).await;
+    assert_eq!(report.pending, 1, "pending, and said so: {report:?}");
     // A redelivered batch is the same evaluation: still pending.
     world.evaluate(&batch).await;
     world.advance(Duration::from_secs(9 * 60));
