@@ -172,7 +172,7 @@ fuzz_target!(|data: &[u8]| {
             .chain(expression.counters())
             .cloned()
             .collect();
-        let checks = alert::evaluate(&rules, totals, &changed);
+        let checks = alert::evaluate(&rules, totals, &changed, None);
         assert!(checks.len() <= 1);
         if let Some(check) = checks.first() {
             let through_rule = check.result.clone().map(|f| (f.holds, f.values));
@@ -185,7 +185,7 @@ fuzz_target!(|data: &[u8]| {
     let now = DateTime::from_timestamp(1_447_632_000, 0).expect("a time");
     let mut replay = Replay::default();
     for totals in [first, second] {
-        let (sent, _errors) = replay.evaluate(&rules, &date, totals, now);
+        let (sent, _errors) = replay.evaluate(&rules, &date, Some(totals), now);
         for note in sent {
             let _ = (note.subject(), note.text());
         }

@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
     .collect();
     let mut replay = Replay::default();
     for totals in [day, BTreeMap::new()] {
-        let (sent, _errors) = replay.evaluate(&rules, &date, totals, now);
+        let (sent, _errors) = replay.evaluate(&rules, &date, Some(totals), now);
         for note in sent {
             let _ = (note.subject(), note.text());
         }
