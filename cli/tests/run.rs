@@ -101,6 +101,22 @@ impl Bucket {
         stderr
     }
 
+    /// `tally run` watching with `rules` (YAML of one rules file) and a
+    /// one-second tick.
+    fn watch_ticking(&self, rules: &str) -> Child {
+        let folder = self.root.parent().unwrap().join("rules");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("rules.yaml"), rules).unwrap();
+        self.command()
+            .arg("--rules")
+            .arg(&folder)
+            .args(["--tick", "1s", "--interval-ms", "50"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     fn watch(&self) -> Child {
         self.command()
             .args(["--interval-ms", "50"])
@@ -285,23 +301,10 @@ fn ten_rounds_of_the_same_fleet_leave_the_database_no_larger_than_two() {
 #[test]
 fn tally_run_decides_again_on_its_tick_while_nothing_changes() {
     let bucket = Bucket::new();
-    let rules = bucket.root.parent().unwrap().join("rules");
-    std::fs::create_dir_all(&rules).unwrap();
-    std::fs::write(
-        rules.join("clock.yaml"),
-        "rules:\n  - name: steady-high\n    counter: COUNTER1\n    max: 10\n    repeat: 2s\n",
-    )
-    .unwrap();
     bucket.upload("i-1", "COUNTER1 100\n");
-    let mut child = bucket
-        .command()
-        .arg("--rules")
-        .arg(&rules)
-        .args(["--tick", "1s", "--interval-ms", "50"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = bucket.watch_ticking(
+        "rules:\n  - name: steady-high\n    counter: COUNTER1\n    max: 10\n    repeat: 2s\n",
+    );
     // The total never changes after the first upload: only the clock can
     // send the reminders.
     eventually("two reminders", || {
@@ -340,13 +343,6 @@ fn tally_run_decides_again_on_its_tick_while_nothing_changes() {
 #[test]
 fn tally_run_names_an_instance_that_stops_uploading_and_resolves_when_it_writes_again() {
     let bucket = Bucket::new();
-    let rules = bucket.root.parent().unwrap().join("rules");
-    std::fs::create_dir_all(&rules).unwrap();
-    std::fs::write(
-        rules.join("fleet.yaml"),
-        "rules:\n  - name: instances-silent\n    stale: {after: 3s}\n    severity: critical\n",
-    )
-    .unwrap();
     let body = "COUNTER1 5\n";
     for instance in ["i-1", "i-2", "i-3"] {
         bucket.upload(instance, body);
@@ -356,15 +352,9 @@ fn tally_run_names_an_instance_that_stops_uploading_and_resolves_when_it_writes_
             .unwrap()
             .modified()
             .unwrap();
-    let mut child = bucket
-        .command()
-        .arg("--rules")
-        .arg(&rules)
-        .args(["--tick", "1s", "--interval-ms", "50"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = bucket.watch_ticking(
+        "rules:\n  - name: instances-silent\n    stale: {after: 3s}\n    severity: critical\n",
+    );
     // i-1 and i-2 rewrite the same bytes every half second: nothing
     // changes in the tables, only the objects' write times move.
     let rewrite_until = |done: &mut dyn FnMut() -> bool| {
