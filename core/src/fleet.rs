@@ -50,10 +50,12 @@
 //! been stale, at most `after`. [`stale_instances`] does both phases over
 //! the ports, for the AWS and the embedded stages alike.
 //!
-//! **A closed day** is judged as of its end: evaluated later (the rules
-//! stage alerts on yesterday too), its instances, which now upload under
-//! the next day, are not all stale; the day keeps the verdict its last
-//! instant gave.
+//! **A closed day** is judged as of its end by [`Fleet`]: evaluated later,
+//! its instances, which now upload under the next day, are not all stale.
+//! The rules stage does not list a closed day at all: it gives it
+//! [`Staleness::day_over`], so an alert still firing on it resolves, and
+//! the next day's alert (whose fleet carries the silent instances over)
+//! takes the watch.
 //!
 //! An instance is stale when its last write is older than `after`, and
 //! forgotten when it is `forget_after` old or older. A last write in the
@@ -97,6 +99,25 @@ pub struct Staleness {
     /// In the day's fleet at some point of the day and silent for
     /// `forget_after` since, oldest last write first.
     pub forgotten: Vec<LastWrite>,
+    /// The verdict on a day that is over ([`Staleness::day_over`]).
+    pub day_over: bool,
+}
+
+impl Staleness {
+    /// The verdict the rules stage gives a day that is over: nothing stale.
+    /// Its instances now upload under the next day, whose own alert
+    /// watches them; an alert still firing on the closed day resolves
+    /// rather than firing, unresolvable, until its date leaves the
+    /// alerting window.
+    pub fn day_over(date: &Date) -> Staleness {
+        Staleness {
+            date: date.clone(),
+            fleet: 0,
+            stale: Vec::new(),
+            forgotten: Vec::new(),
+            day_over: true,
+        }
+    }
 }
 
 /// The key prefix a day's uploads are listed under: `<prefix>/<date>/`.
@@ -222,6 +243,7 @@ impl Fleet {
             fleet,
             stale,
             forgotten,
+            day_over: false,
         }
     }
 

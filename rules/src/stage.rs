@@ -68,7 +68,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tally_core::capacity;
-use tally_core::fleet::{self, Fleet, Thresholds};
+use tally_core::fleet::{self, Fleet, Staleness, Thresholds};
 use tally_core::key::Date;
 use tally_core::key::UploadKey;
 use tally_core::ports::{
@@ -445,7 +445,12 @@ where
         let mut verdicts = StaleByRule::new();
         let now = (self.clock)();
         let is_today = date.as_str() == now.date_naive().format("%Y-%m-%d").to_string();
-        if stale_rules.is_empty() && !is_today {
+        if !is_today {
+            // Yesterday is over: its instances upload under today, whose
+            // alert watches them. Nothing is listed for it.
+            for (name, _) in stale_rules {
+                verdicts.insert(name.to_owned(), Staleness::day_over(date));
+            }
             return Ok(verdicts);
         }
         // Today's prefix is listed on every tick, stale rules or not: its

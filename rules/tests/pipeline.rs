@@ -19,7 +19,7 @@ use tally_core::rules::alert::{AlertState, Notification, Trigger};
 use tally_embedded::alerts_table::SqliteAlertStore;
 use tally_embedded::totals_tables::SqliteTotalsStore;
 use tally_rules::changes;
-use tally_rules::stage::{RulesReport, RulesStage, StageConfig};
+use tally_rules::stage::{RulesReport, RulesStage, StageConfig, Uploads};
 use tally_testkit::aggregate_model::{batch_totals, live_totals};
 use tally_testkit::memory::{MemoryBucket, MemoryTopic};
 use tally_testkit::world::{EmbeddedPipelineWorld, IngestWorld, PipelineWorld};
@@ -327,6 +327,59 @@ async fn for_fires_on_a_tick_once_the_condition_held_that_long_with_no_change() 
         messages[0].since.to_rfc3339(),
         "2015-11-16T08:00:00+00:00",
         "firing since the condition began to hold"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_alert_of_a_day_that_is_over_resolves_at_the_next_tick() {
+    let world = RulesWorld::new("rules:\n  - name: silent\n    stale: {after: 5m}\n");
+    let at = |time: &str| {
+        DateTime::parse_from_rfc3339(time)
+            .expect("a valid time")
+            .to_utc()
+    };
+    let bucket = &world.pipeline.ingest.bucket;
+    bucket.set_now(at("2015-11-16T08:00:00Z"));
+    world.upload("i-1", "COUNTER1 5").await;
+    world.upload("i-2", "COUNTER1 5").await;
+    bucket.set_now(at("2015-11-16T08:09:00Z"));
+    world.upload("i-1", "COUNTER1 5").await;
+    let uploads = Uploads {
+        states: &world.pipeline.ingest.store,
+        bucket: "fleet",
+        prefix: "counters",
+    };
+    let tick = || async {
+        let mut report = RulesReport::default();
+        world
+            .stage
+            .tick_watching(&world.rules, &uploads, &mut report)
+            .await
+            .expect("the tick");
+        report
+    };
+    world.advance(Duration::from_secs(10 * 60));
+    tick().await;
+    let sent = world.topic.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].state, AlertState::Firing);
+    assert_eq!(sent[0].stale.as_ref().unwrap().instances[0].instance, "i-2");
+    // Midnight: the 16th is over. Its alert resolves instead of firing,
+    // unresolvable, until the date leaves the alerting window; the 17th's
+    // fleet no longer holds either instance (silent over six hours).
+    *world.now.lock().expect("the clock") = at("2015-11-17T00:01:00Z");
+    let report = tick().await;
+    let sent = world.topic.sent();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[1].state, AlertState::Resolved);
+    assert_eq!(sent[1].date.as_str(), "2015-11-16");
+    assert_eq!(
+        sent[1].reason.as_deref(),
+        Some("the day is over: its instances upload under the next day, whose alert watches them")
+    );
+    assert_eq!(
+        report.list_requests, 2,
+        "today's prefix and the day before's, not the closed day again"
     );
 }
 

@@ -186,6 +186,10 @@ pub(super) fn notification(
                 "no longer reported: the counter has no contributor today".to_owned()
             }
             (Condition::Expr(_), _) => "the expression is no longer true".to_owned(),
+            (Condition::Stale { .. }, _) if finding.stale.as_ref().is_some_and(|v| v.day_over) => {
+                "the day is over: its instances upload under the next day, whose alert watches them"
+                    .to_owned()
+            }
             (Condition::Stale { limit, .. }, _) => match &stale {
                 Some(summary) if summary.forgotten > 0 => format!(
                     "at most {limit} instance(s) stale: the others wrote again or were forgotten after {} silent; forgotten: {}",
