@@ -177,20 +177,7 @@ impl Functions {
             .as_ref()
             .map(|states| tally_rules::wiring::uploads(&self.rules_settings, states));
         let (report, failure) = self.stage.run_tick(&rules, uploads.as_ref()).await;
-        let r = &report.rules;
-        let line = format!(
-            "{}: {} checked, {} sent, {} written{}",
-            count(r.dates, "date"),
-            count(r.alerts_checked, "alert"),
-            count(r.messages_sent, "message"),
-            count(r.snapshots_written, "snapshot"),
-            if r.rule_errors > 0 {
-                format!(", {} (see --verbose)", count(r.rule_errors, "rule error"))
-            } else {
-                String::new()
-            }
-        );
-        (line, failure.map(|e| e.to_string()))
+        (rules_line(&report.rules), failure.map(|e| e.to_string()))
     }
 
     /// Runs a stream-fed handler on one batch; the response and a line
@@ -212,23 +199,27 @@ impl Functions {
             }
             Fed::Rules => {
                 let rules = self.rules().await;
-                let (response, r) = self.stage.handle(&rules, event).await;
-                let line = format!(
-                    "{}: {} checked, {} sent, {} written{}",
-                    count(r.dates, "date"),
-                    count(r.alerts_checked, "alert"),
-                    count(r.messages_sent, "message"),
-                    count(r.snapshots_written, "snapshot"),
-                    if r.rule_errors > 0 {
-                        format!(", {} (see --verbose)", count(r.rule_errors, "rule error"))
-                    } else {
-                        String::new()
-                    }
-                );
-                (response, line)
+                let (response, report) = self.stage.handle(&rules, event).await;
+                (response, rules_line(&report))
             }
         }
     }
+}
+
+/// What a rules batch or tick did, in one line.
+fn rules_line(r: &tally_rules::stage::RulesReport) -> String {
+    format!(
+        "{}: {} checked, {} sent, {} written{}",
+        count(r.dates, "date"),
+        count(r.alerts_checked, "alert"),
+        count(r.messages_sent, "message"),
+        count(r.snapshots_written, "snapshot"),
+        if r.rule_errors > 0 {
+            format!(", {} (see --verbose)", count(r.rule_errors, "rule error"))
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// What one step of a pass did.
